@@ -1,0 +1,104 @@
+"""Fused adjoint against ``neuralode.reference`` on the paper's spiral problem.
+
+Both solve the same Euler steps (the reference's ``h_max = 0.05`` subdivision) for a
+batch of sub-trajectories of the linear spiral with per-sample times, as in the
+demo's training loop, and backpropagate an MSE loss with the adjoint. We time one
+forward + backward, interleaving the two so that machine noise hits both alike, and
+report medians and the speed ratio.
+
+Run: ``python -m benchmarks.spiral_reference [--repeats N] [--quick] [--device cpu|cuda]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from datetime import datetime, timezone
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+import neuralode
+from neuralode import reference
+from neuralode.demo import make_data, sample_batch
+from neuralode.dynamics import LinearODEF
+
+from .timing import interleaved, machine_info, median
+
+RESULTS_DIR = os.path.join(os.path.dirname(__file__), "results")
+
+
+def build_problem(batch: int, points: int, device: str, seed: int = 0):
+    torch.manual_seed(seed)
+    times, _, obs = make_data(seed=seed)
+    obs_b, ts_b = sample_batch(times, obs, batch, points, np.random.default_rng(seed))
+    func = LinearODEF(torch.randn(2, 2) / 2.0).to(device)
+    return func, obs_b.to(device), ts_b.to(device)
+
+
+def forward_backward(model, func, obs, ts):
+    def run():
+        func.zero_grad(set_to_none=True)
+        z = model(obs[0], ts, return_whole_sequence=True)
+        F.mse_loss(z, obs).backward()
+
+    return run
+
+
+def run_benchmark(batch=16, points=10, repeats=20, device="cpu", out_dir=RESULTS_DIR):
+    func, obs, ts = build_problem(batch, points, device)
+    candidates = {
+        "reference": forward_backward(reference.NeuralODE(func), func, obs, ts),
+        "neuralode": forward_backward(neuralode.NeuralODE(func), func, obs, ts),
+    }
+    n_steps = sum(reference.n_euler_steps(ts[i], ts[i + 1]) for i in range(ts.shape[0] - 1))
+    times = interleaved(candidates, repeats=repeats, warmup=3, device=device)
+    med = {name: median(v) for name, v in times.items()}
+    result = {
+        "benchmark": "spiral_reference",
+        "problem": {
+            "dynamics": "LinearODEF 2x2 (the paper's spiral)",
+            "batch": batch,
+            "observations": points,
+            "euler_steps_forward": n_steps,
+            "method": "euler, max_step 0.05 (reference subdivision)",
+            "gradient": "adjoint",
+            "loss": "mse over all observations",
+        },
+        "repeats": repeats,
+        "median_seconds": med,
+        "all_seconds": times,
+        "speedup_neuralode_over_reference": med["reference"] / med["neuralode"],
+        "machine": machine_info(device),
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "command": f"python -m benchmarks.spiral_reference --repeats {repeats} --device {device}",
+    }
+    os.makedirs(out_dir, exist_ok=True)
+    path = os.path.join(out_dir, f"spiral_reference_{device}.json")
+    with open(path, "w") as fh:
+        json.dump(result, fh, indent=2)
+    print(f"spiral, Euler {n_steps} steps forward, batch {batch}, {points} observations, forward+backward with the adjoint")
+    print(f"{'implementation':<16}{'median ms':>12}")
+    for name, s in med.items():
+        print(f"{name:<16}{s * 1e3:>12.2f}")
+    print(f"speed ratio neuralode / reference: {result['speedup_neuralode_over_reference']:.2f}x  ({path})")
+    return result
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--points", type=int, default=10)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--quick", action="store_true", help="5 repeats")
+    parser.add_argument("--out", default=RESULTS_DIR)
+    args = parser.parse_args(argv)
+    repeats = 5 if args.quick else args.repeats
+    return run_benchmark(args.batch, args.points, repeats, args.device, args.out)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,64 @@
+"""Timing helpers shared by the benchmarks."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Callable, Dict, List
+
+import torch
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def time_call(fn: Callable[[], object], repeats: int, warmup: int = 2, device: str = "cpu") -> List[float]:
+    """Seconds of each of ``repeats`` calls of ``fn`` after ``warmup`` untimed calls."""
+    for _ in range(warmup):
+        fn()
+    _sync(device)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def interleaved(fns: Dict[str, Callable[[], object]], repeats: int, warmup: int = 2, device: str = "cpu") -> Dict[str, List[float]]:
+    """Times every candidate in turn, repeat by repeat, so drifts of a shared noisy
+    machine hit all candidates alike. Returns seconds per call for each name."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    _sync(device)
+    out: Dict[str, List[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            _sync(device)
+            out[name].append(time.perf_counter() - start)
+    return out
+
+
+def median(xs: List[float]) -> float:
+    return statistics.median(xs)
+
+
+def machine_info(device: str = "cpu") -> dict:
+    import platform
+
+    info = {
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+        "processor": platform.processor() or platform.machine(),
+        "device": device,
+    }
+    if device.startswith("cuda") and torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name()
+    return info

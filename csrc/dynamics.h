@@ -1,0 +1,53 @@
+// The one interface through which the integration loops call the user's
+// dynamics f(t, z): plain evaluation, and evaluation together with the
+// vector-Jacobian products the adjoint needs.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+#include <functional>
+#include <vector>
+
+namespace neuralode {
+
+// f(t, z) and its vector-Jacobian products with a cotangent w:
+// w.df/dz, w.df/dt and w.df/dtheta for every parameter theta. An undefined
+// tensor stands for zero (f does not depend on that input).
+struct VectorJacobianProducts {
+  at::Tensor f;
+  at::Tensor wz;
+  at::Tensor wt;
+  std::vector<at::Tensor> wp;
+};
+
+class Dynamics {
+ public:
+  // `fn(t, z)` returns dz/dt with the shape, dtype and device of z. `params`
+  // are the tensors dL/dtheta is taken for (those that require grad).
+  using Fn = std::function<at::Tensor(const at::Tensor& t, const at::Tensor& z)>;
+
+  Dynamics(Fn fn, std::vector<at::Tensor> params) : fn_(std::move(fn)), params_(std::move(params)) {}
+
+  // f(t, z), checked against the state's shape, dtype and device.
+  at::Tensor operator()(const at::Tensor& t, const at::Tensor& z);
+
+  // f(t, z) and the products with w through one backward pass of torch
+  // autograd (the graph of f is freed right after). With need_t false, w.df/dt
+  // is not computed.
+  VectorJacobianProducts vjp(const at::Tensor& t, const at::Tensor& z, const at::Tensor& w,
+                             bool need_t);
+
+  const std::vector<at::Tensor>& params() const { return params_; }
+  // Number of evaluations of f so far (a VJP counts as one).
+  int64_t nfe() const { return nfe_; }
+
+ private:
+  at::Tensor call_checked(const at::Tensor& t, const at::Tensor& z);
+
+  Fn fn_;
+  std::vector<at::Tensor> params_;
+  int64_t nfe_ = 0;
+};
+
+}  // namespace neuralode

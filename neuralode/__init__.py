@@ -1,0 +1,15 @@
+"""neuralode: fast Neural ODEs for PyTorch.
+
+Fused C++/CUDA Runge-Kutta kernels and integration loops behind a torchdiffeq-style
+API (:func:`odeint`, :func:`odeint_adjoint`) and the paper's :class:`NeuralODE`
+module; :mod:`neuralode.reference` keeps the paper-tutorial algorithm in plain
+PyTorch as the oracle.
+"""
+
+from . import reference
+from .module import NeuralODE
+from .odeint import GRADIENT_MODES, METHODS, odeint, odeint_adjoint
+from .reference import ODEF
+
+__all__ = ["odeint", "odeint_adjoint", "NeuralODE", "ODEF", "reference", "METHODS", "GRADIENT_MODES"]
+__version__ = "0.1.0"

@@ -1,0 +1,175 @@
+"""Bad input gets a clear error that names the argument and what to change."""
+
+import pytest
+import torch
+from torch import nn
+
+import neuralode
+
+
+def f(t, z):
+    return -z
+
+
+def y0():
+    return torch.randn(3, 2)
+
+
+T = torch.tensor([0.0, 0.5, 1.0])
+
+
+@pytest.mark.parametrize("gradient", ["backprop", "adjoint"])
+def test_good_call_works(gradient):
+    ys = neuralode.odeint(f, y0(), T, method="rk4", gradient=gradient)
+    assert ys.shape == (3, 3, 2)
+
+
+def test_y0_not_tensor():
+    with pytest.raises(TypeError, match="y0 must be a torch.Tensor"):
+        neuralode.odeint(f, [1.0, 2.0], T)
+
+
+def test_y0_integer_dtype():
+    with pytest.raises(TypeError, match="y0 must be float32 or float64"):
+        neuralode.odeint(f, torch.ones(3, 2, dtype=torch.int64), T)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_y0_non_finite(bad):
+    z = y0()
+    z[1, 0] = bad
+    with pytest.raises(ValueError, match="y0 contains NaN or Inf"):
+        neuralode.odeint(f, z, T)
+
+
+def test_t_integer_dtype():
+    with pytest.raises(TypeError, match="t must be a floating-point tensor"):
+        neuralode.odeint(f, y0(), torch.tensor([0, 1, 2]))
+
+
+def test_t_less_precise_than_state():
+    with pytest.raises(TypeError, match="t is torch.float32 but y0 is torch.float64"):
+        neuralode.odeint(f, y0().double(), T)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_t_non_finite(bad):
+    with pytest.raises(ValueError, match="t contains NaN or Inf"):
+        neuralode.odeint(f, y0(), torch.tensor([0.0, bad, 1.0]))
+
+
+@pytest.mark.parametrize("times", [[0.0, 1.0, 0.5], [0.0, 0.0, 1.0], [1.0, 0.5, 0.7]])
+def test_t_not_monotonic(times):
+    with pytest.raises(ValueError, match="strictly increasing or strictly decreasing"):
+        neuralode.odeint(f, y0(), torch.tensor(times))
+
+
+def test_per_sample_t_not_monotonic_for_one_sample():
+    t = torch.tensor([[0.0, 0.0, 0.0], [0.5, 0.5, -0.5], [1.0, 1.0, 1.0]]).unsqueeze(-1)
+    with pytest.raises(ValueError, match="for every sample"):
+        neuralode.odeint(f, y0(), t)
+
+
+@pytest.mark.parametrize("shape", [(3, 4, 1), (3, 3), (3, 3, 2), (2, 3, 1, 1)])
+def test_t_bad_shape(shape):
+    with pytest.raises(ValueError, match=r"t must have shape \(T,\) or \(T, 3, 1\)"):
+        neuralode.odeint(f, y0(), torch.rand(shape).cumsum(0))
+
+
+def test_t_on_other_device():
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    with pytest.raises(ValueError, match="t is on cpu but y0 is on cuda"):
+        neuralode.odeint(f, y0().cuda(), T)
+
+
+def test_unknown_method():
+    with pytest.raises(ValueError, match="unknown method 'rk45'; choose one of euler, midpoint, rk4"):
+        neuralode.odeint(f, y0(), T, method="rk45")
+
+
+def test_unknown_option():
+    with pytest.raises(ValueError, match="unknown option\\(s\\) 'stepsize'"):
+        neuralode.odeint(f, y0(), T, method="rk4", options={"stepsize": 0.1})
+
+
+@pytest.mark.parametrize("options", [{"step_size": 0.0}, {"max_step": -1.0}, {"step_size": float("nan")}])
+def test_non_positive_step(options):
+    with pytest.raises(ValueError, match="must be a positive finite number"):
+        neuralode.odeint(f, y0(), T, method="euler", options=options)
+
+
+def test_both_step_rules():
+    with pytest.raises(ValueError, match="either 'step_size' or 'max_step'"):
+        neuralode.odeint(f, y0(), T, options={"step_size": 0.1, "max_step": 0.1})
+
+
+def test_too_many_steps():
+    with pytest.raises(ValueError, match="max_num_steps"):
+        neuralode.odeint(f, y0(), T, method="euler", options={"max_step": 1e-3, "max_num_steps": 100})
+    with pytest.raises(ValueError, match="max_num_steps"):
+        neuralode.odeint(f, y0(), T, method="euler", options={"step_size": 1e-3, "max_num_steps": 100})
+
+
+def test_step_size_with_per_sample_times():
+    t = torch.tensor([[0.0, 0.0, 0.0], [0.5, 0.6, 0.7]]).unsqueeze(-1)
+    with pytest.raises(ValueError, match="'step_size' needs 1-D times"):
+        neuralode.odeint(f, y0(), t, options={"step_size": 0.1})
+
+
+def test_unknown_gradient_mode():
+    with pytest.raises(ValueError, match="gradient must be one of 'backprop', 'adjoint'"):
+        neuralode.odeint(f, y0(), T, gradient="adjont")
+
+
+def test_negative_tolerance():
+    with pytest.raises(ValueError, match="rtol must be non-negative"):
+        neuralode.odeint(f, y0(), T, rtol=-1.0)
+
+
+def test_func_not_callable():
+    with pytest.raises(TypeError, match="func must be callable"):
+        neuralode.odeint(42, y0(), T)
+
+
+@pytest.mark.parametrize("gradient", ["backprop", "adjoint"])
+def test_func_wrong_shape(gradient):
+    with pytest.raises(ValueError, match=r"func returned a tensor of shape \[3, 1\] but the state has shape \[3, 2\]"):
+        neuralode.odeint(lambda t, z: z[:, :1], y0(), T, gradient=gradient)
+
+
+def test_func_wrong_dtype():
+    with pytest.raises(ValueError, match="func returned Double but the state is Float"):
+        neuralode.odeint(lambda t, z: z.double(), y0(), T)
+
+
+def test_func_returns_non_tensor():
+    with pytest.raises(TypeError, match="func must return a torch.Tensor, got list"):
+        neuralode.odeint(lambda t, z: [1.0], y0(), T)
+
+
+def test_func_raising_propagates():
+    def boom(t, z):
+        raise KeyError("inside f")
+
+    with pytest.raises(KeyError, match="inside f"):
+        neuralode.odeint(boom, y0(), T)
+
+
+def test_wrong_shape_in_adjoint_backward_is_reported():
+    """f that changes behaviour in the backward pass (VJP) still gets a clear error."""
+
+    class Flaky(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(torch.ones(2))
+            self.calls = 0
+
+        def forward(self, t, z):
+            self.calls += 1  # rk4, one step: the forward pass makes 4 calls
+            return z * self.w if self.calls <= 4 else (z * self.w)[:, :1]
+
+    z = y0().requires_grad_(True)
+    ys = neuralode.odeint_adjoint(Flaky(), z, torch.tensor([0.0, 1.0]), method="rk4")
+    with pytest.raises(ValueError, match="func returned a tensor of shape"):
+        ys.sum().backward()
