@@ -5,6 +5,7 @@
 // vector-Jacobian products, must not be entered holding it) and take it back
 // for every call of f.
 #include <torch/csrc/autograd/python_variable.h>
+#include <torch/csrc/Exceptions.h>
 #include <torch/csrc/utils/pybind.h>
 
 #include <c10/util/Exception.h>
@@ -65,25 +66,16 @@ PYBIND11_MODULE(_C, m) {
   using namespace neuralode;
   m.doc() = "neuralode's fused kernels and integration loops";
 
-  // c10 errors raised in the loops reach Python as ValueError / TypeError /
-  // RuntimeError carrying their message, without the C++ backtrace.
-  py::register_exception_translator([](std::exception_ptr p) {
-    try {
-      if (p) std::rethrow_exception(p);
-    } catch (const c10::ValueError& e) {
-      PyErr_SetString(PyExc_ValueError, e.what_without_backtrace());
-    } catch (const c10::TypeError& e) {
-      PyErr_SetString(PyExc_TypeError, e.what_without_backtrace());
-    } catch (const c10::Error& e) {
-      PyErr_SetString(PyExc_RuntimeError, e.what_without_backtrace());
-    }
-  });
-
+  // Each entry point goes through torch::wrap_pybind_function: torch's own error
+  // handling turns c10::ValueError / TypeError / Error into Python's ValueError /
+  // TypeError / RuntimeError and lets Python exceptions raised in f through. (No
+  // global pybind11 exception translator: one would also intercept the errors of
+  // torch's own bindings.)
   m.def("methods", &tableau_names, "Names of the available Runge-Kutta methods.");
 
   m.def(
       "solve_forward",
-      [](py::object func, const at::Tensor& y0, const at::Tensor& t, const std::string& method,
+      torch::wrap_pybind_function([](py::object func, const at::Tensor& y0, const at::Tensor& t, const std::string& method,
          const std::string& step_rule, double step_value, int64_t max_num_steps,
          bool differentiable) {
         Dynamics f = make_dynamics(std::move(func), {});
@@ -95,14 +87,14 @@ PYBIND11_MODULE(_C, m) {
           r = solve_forward(f, y0, t, tab, spec, differentiable);
         }
         return py::make_tuple(r.ys, r.nfe);
-      },
+      }),
       py::arg("func"), py::arg("y0"), py::arg("t"), py::arg("method"), py::arg("step_rule"),
       py::arg("step_value"), py::arg("max_num_steps"), py::arg("differentiable"),
       "Integrates func(t, z) from y0 through the times t; returns (z at each time, NFE).");
 
   m.def(
       "solve_adjoint",
-      [](py::object func, std::vector<at::Tensor> params, const at::Tensor& t,
+      torch::wrap_pybind_function([](py::object func, std::vector<at::Tensor> params, const at::Tensor& t,
          const at::Tensor& ys, const at::Tensor& grad_ys, const std::string& method,
          const std::string& step_rule, double step_value, int64_t max_num_steps, bool need_t) {
         Dynamics f = make_dynamics(std::move(func), std::move(params));
@@ -114,7 +106,7 @@ PYBIND11_MODULE(_C, m) {
           r = solve_adjoint(f, t, ys, grad_ys, tab, spec, need_t);
         }
         return py::make_tuple(r.grad_y0, r.grad_t, r.grad_params, r.nfe);
-      },
+      }),
       py::arg("func"), py::arg("params"), py::arg("t"), py::arg("ys"), py::arg("grad_ys"),
       py::arg("method"), py::arg("step_rule"), py::arg("step_value"), py::arg("max_num_steps"),
       py::arg("need_t"),
