@@ -126,7 +126,11 @@ nvcc_flags = ["-O3", "--expt-relaxed-constexpr"]
 common = dict(
     include_dirs=[CSRC],
     # -fopenmp at link time too, so that at::parallel_for really runs in parallel.
-    extra_link_args=["-fopenmp"],
+    # -lstdc++ explicitly: some Python builds link extensions with -static-libstdc++; a
+    # second, static copy of libstdc++ inside the extension breaks (or crashes) number
+    # formatting in C++ error messages. Naming the shared library first makes the linker
+    # resolve libstdc++ from it even then.
+    extra_link_args=["-fopenmp", "-lstdc++"],
 )
 
 if build_cuda:

@@ -47,7 +47,7 @@ def forward_backward(model, func, obs, ts):
     return run
 
 
-def run_benchmark(batch=16, points=10, repeats=20, device="cpu", out_dir=RESULTS_DIR):
+def run_benchmark(batch=16, points=10, repeats=20, device="cpu", out_dir=RESULTS_DIR, tag=""):
     func, obs, ts = build_problem(batch, points, device)
     candidates = {
         "reference": forward_backward(reference.NeuralODE(func), func, obs, ts),
@@ -73,10 +73,10 @@ def run_benchmark(batch=16, points=10, repeats=20, device="cpu", out_dir=RESULTS
         "speedup_neuralode_over_reference": med["reference"] / med["neuralode"],
         "machine": machine_info(device),
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "command": f"python -m benchmarks.spiral_reference --repeats {repeats} --device {device}",
+        "command": f"python -m benchmarks.spiral_reference --repeats {repeats} --batch {batch} --points {points} --device {device}",
     }
     os.makedirs(out_dir, exist_ok=True)
-    path = os.path.join(out_dir, f"spiral_reference_{device}.json")
+    path = os.path.join(out_dir, f"spiral_reference_{device}{tag}.json")
     with open(path, "w") as fh:
         json.dump(result, fh, indent=2)
     print(f"spiral, Euler {n_steps} steps forward, batch {batch}, {points} observations, forward+backward with the adjoint")
@@ -95,9 +95,10 @@ def main(argv=None):
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--quick", action="store_true", help="5 repeats")
     parser.add_argument("--out", default=RESULTS_DIR)
+    parser.add_argument("--tag", default="", help="suffix of the JSON file name")
     args = parser.parse_args(argv)
     repeats = 5 if args.quick else args.repeats
-    return run_benchmark(args.batch, args.points, repeats, args.device, args.out)
+    return run_benchmark(args.batch, args.points, repeats, args.device, args.out, args.tag)
 
 
 if __name__ == "__main__":

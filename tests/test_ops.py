@@ -90,3 +90,13 @@ def test_stage_combine_bad_operands_name_the_argument():
         stage_combine(y0, [torch.randn(4, 3)], [1.0], torch.ones(3))
     with pytest.raises(RuntimeError, match=r"ks\[0\] is"):
         stage_combine(y0, [torch.randn(4, 3, dtype=torch.float64)], [1.0], None)
+
+
+def test_cpp_error_messages_keep_their_numbers():
+    """C++ error messages format numbers (shapes, counts) intact.
+
+    An extension that links a static copy of libstdc++ (some Python builds add
+    -static-libstdc++) cuts messages at the first number, or crashes there.
+    """
+    with pytest.raises(RuntimeError, match=r"ks\[0\] has shape \[2\] but y0 has shape \[3\]"):
+        stage_combine(torch.randn(3), [torch.randn(2)], [1.0], None)

@@ -1,9 +1,8 @@
 // CPU kernel of stage_combine: y = y0 + dt * sum_j c_j k_j.
 //
-// Work is split over threads by element ranges; inside a range we walk row by
-// row (dt is constant in a row) in blocks that fit in L1, accumulating one
-// stage derivative at a time over the block so that the inner loops are
-// contiguous and vectorize. Each input is read once.
+// Work is split over threads by element ranges; each range is walked in blocks
+// that fit in L1, accumulating one stage derivative at a time over the block so
+// that the inner loops are contiguous and vectorize. Each input is read once.
 #define TORCH_ASSERT_ONLY_METHOD_OPERATORS
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
@@ -22,10 +21,14 @@ namespace {
 constexpr int64_t kBlock = 256;
 constexpr int64_t kGrain = 32768;
 
+// Combines elements [begin, end). dt is null (h = 1), one value (rows == 1) or one
+// value per row of `inner` elements. The stage sum is accumulated over an L1-sized
+// block first (contiguous, vectorizable loops), then closed with the row's h: one
+// division per row segment, none per element.
 template <typename scalar_t>
 void combine_range(const scalar_t* y0, const scalar_t* const* ks,
-                   const at::opmath_type<scalar_t>* coeffs, int n_ks,
-                   at::opmath_type<scalar_t> dt, scalar_t* out, int64_t begin, int64_t end) {
+                   const at::opmath_type<scalar_t>* coeffs, int n_ks, const scalar_t* dt,
+                   int64_t rows, int64_t inner, scalar_t* out, int64_t begin, int64_t end) {
   using acc_t = at::opmath_type<scalar_t>;
   acc_t acc[kBlock];
   for (int64_t base = begin; base < end; base += kBlock) {
@@ -38,8 +41,11 @@ void combine_range(const scalar_t* y0, const scalar_t* const* ks,
         acc[i] = math::stage_accumulate(acc[i], c, static_cast<acc_t>(k[i]));
       }
     }
-    for (int64_t i = 0; i < n; ++i) {
-      out[base + i] = math::stage_finish(y0[base + i], dt, acc[i]);
+    for (int64_t i = 0; i < n;) {
+      const int64_t row = rows > 1 ? (base + i) / inner : 0;
+      const int64_t stop = rows > 1 ? std::min(n, (row + 1) * inner - base) : n;
+      const acc_t h = dt == nullptr ? acc_t(1) : static_cast<acc_t>(dt[row]);
+      for (; i < stop; ++i) out[base + i] = math::stage_finish(y0[base + i], h, acc[i]);
     }
   }
 }
@@ -65,17 +71,9 @@ at::Tensor stage_combine_cpu(const at::Tensor& y0_in, at::TensorList ks_in,
     const scalar_t* y0 = ops.y0.data_ptr<scalar_t>();
     const scalar_t* dt = ops.dt ? ops.dt->data_ptr<scalar_t>() : nullptr;
     scalar_t* y = out.data_ptr<scalar_t>();
-    const int64_t inner = ops.inner;
+    const int64_t rows = ops.rows;
     at::parallel_for(0, numel, kGrain, [&](int64_t begin, int64_t end) {
-      // Walk the range row by row so dt is a constant inside each call.
-      int64_t pos = begin;
-      while (pos < end) {
-        const int64_t row = ops.rows > 1 ? pos / inner : 0;
-        const int64_t stop = ops.rows > 1 ? std::min(end, (row + 1) * inner) : end;
-        const acc_t h = dt ? static_cast<acc_t>(dt[row]) : acc_t(1);
-        combine_range<scalar_t>(y0, kp.data(), cp.data(), n_ks, h, y, pos, stop);
-        pos = stop;
-      }
+      combine_range<scalar_t>(y0, kp.data(), cp.data(), n_ks, dt, rows, ops.inner, y, begin, end);
     });
   });
   return out;
