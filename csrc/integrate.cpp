@@ -194,17 +194,24 @@ class Combiner {
   bool differentiable_;
 };
 
-std::vector<double> coupling_row(const Tableau& tab, int i, double scale = 1.0) {
-  std::vector<double> row(i);
-  for (int j = 0; j < i; ++j) row[j] = scale * tab.coupling(i, j);
-  return row;
-}
+// A tableau's coefficients as the combination calls take them, built once per
+// solve rather than in every step: row i of a, and b, each also negated (the
+// adjoint a = dL/dz combines -a.df/dz terms).
+struct StageCoefficients {
+  std::vector<std::vector<double>> a, minus_a;
+  std::vector<double> b, minus_b;
 
-std::vector<double> weights(const Tableau& tab, double scale = 1.0) {
-  std::vector<double> b(tab.stages);
-  for (int j = 0; j < tab.stages; ++j) b[j] = scale * tab.b[j];
-  return b;
-}
+  explicit StageCoefficients(const Tableau& tab) : a(tab.stages), minus_a(tab.stages) {
+    for (int i = 0; i < tab.stages; ++i) {
+      for (int j = 0; j < i; ++j) {
+        a[i].push_back(tab.coupling(i, j));
+        minus_a[i].push_back(-tab.coupling(i, j));
+      }
+      b.push_back(tab.b[i]);
+      minus_b.push_back(-tab.b[i]);
+    }
+  }
+};
 
 at::Tensor stage_time(const Tableau& tab, int i, const at::Tensor& t, const at::Tensor& h) {
   return tab.c[i] == 0.0 ? t : t + h * tab.c[i];
@@ -212,15 +219,16 @@ at::Tensor stage_time(const Tableau& tab, int i, const at::Tensor& t, const at::
 
 // One explicit Runge-Kutta step: z + dt * sum_j b_j k_j with
 // k_i = f(t + c_i h, z + dt * sum_{j<i} a_ij k_j).
-at::Tensor rk_step(Dynamics& f, const Tableau& tab, const Combiner& combine, const at::Tensor& t,
-                   const at::Tensor& h, const at::Tensor& dt, const at::Tensor& z) {
+at::Tensor rk_step(Dynamics& f, const Tableau& tab, const StageCoefficients& coef,
+                   const Combiner& combine, const at::Tensor& t, const at::Tensor& h,
+                   const at::Tensor& dt, const at::Tensor& z) {
   std::vector<at::Tensor> k;
   k.reserve(tab.stages);
   for (int i = 0; i < tab.stages; ++i) {
-    at::Tensor zi = combine(z, k, coupling_row(tab, i), dt);
+    at::Tensor zi = combine(z, k, coef.a[i], dt);
     k.push_back(f(stage_time(tab, i, t, h), zi));
   }
-  return combine(z, k, weights(tab), dt);
+  return combine(z, k, coef.b, dt);
 }
 
 // dL/dz(t_i) . f(z_i, t_i): summed over the state, per sample when times are.
@@ -245,15 +253,16 @@ struct AdjointState {
 // cotangent dt * a_i, which is exact for per-sample steps as well; a_t and
 // a_theta never feed back into f, so they are accumulated with the weights b
 // and need no stage combinations.
-void adjoint_step(Dynamics& f, const Tableau& tab, const Combiner& combine, const at::Tensor& t,
-                  const at::Tensor& h, const at::Tensor& dt, bool need_t, AdjointState& s) {
+void adjoint_step(Dynamics& f, const Tableau& tab, const StageCoefficients& coef,
+                  const Combiner& combine, const at::Tensor& t, const at::Tensor& h,
+                  const at::Tensor& dt, bool need_t, AdjointState& s) {
   std::vector<at::Tensor> kz, kv;  // f and dt * a_i . df/dz of each stage
   kz.reserve(tab.stages);
   kv.reserve(tab.stages);
   const at::Tensor dt_rows = rows_view(dt, s.a.dim());
   for (int i = 0; i < tab.stages; ++i) {
-    at::Tensor zi = combine(s.z, kz, coupling_row(tab, i), dt);
-    at::Tensor ai = combine(s.a, kv, coupling_row(tab, i, -1.0), at::Tensor());
+    at::Tensor zi = combine(s.z, kz, coef.a[i], dt);
+    at::Tensor ai = combine(s.a, kv, coef.minus_a[i], at::Tensor());
     VectorJacobianProducts v = f.vjp(stage_time(tab, i, t, h), zi, ai * dt_rows, need_t);
     kz.push_back(v.f);
     kv.push_back(v.wz.defined() ? v.wz : at::zeros_like(ai));
@@ -264,8 +273,8 @@ void adjoint_step(Dynamics& f, const Tableau& tab, const Combiner& combine, cons
       if (v.wp[p].defined()) s.a_params[p].sub_(v.wp[p], b);
     }
   }
-  s.z = combine(s.z, kz, weights(tab), dt);
-  s.a = combine(s.a, kv, weights(tab, -1.0), at::Tensor());
+  s.z = combine(s.z, kz, coef.b, dt);
+  s.a = combine(s.a, kv, coef.minus_b, at::Tensor());
 }
 
 }  // namespace
@@ -275,6 +284,7 @@ ForwardResult solve_forward(Dynamics& f, const at::Tensor& y0, const at::Tensor&
   const int64_t T = t.size(0);
   const int64_t nfe0 = f.nfe();
   const Combiner combine(differentiable);
+  const StageCoefficients coef(tableau);
   std::vector<at::Tensor> out(T);
   out[0] = y0;
   at::Tensor z = y0;
@@ -283,7 +293,7 @@ ForwardResult solve_forward(Dynamics& f, const at::Tensor& y0, const at::Tensor&
     at::Tensor tk = seg.t0, z_start = z;
     for (int64_t k = 0; k < seg.n_steps; ++k) {
       if (k > 0) tk = tk + seg.h;  // accumulated, as the reference does
-      z = rk_step(f, tableau, combine, tk, seg.h, dt, z);
+      z = rk_step(f, tableau, coef, combine, tk, seg.h, dt, z);
     }
     for (int64_t j : seg.interp) {
       // Linear interpolation inside the step (torchdiffeq's fixed-grid output).
@@ -301,6 +311,7 @@ AdjointResult solve_adjoint(Dynamics& f, const at::Tensor& t, const at::Tensor& 
   const int64_t T = t.size(0);
   const int64_t nfe0 = f.nfe();
   const Combiner combine(/*differentiable=*/false);
+  const StageCoefficients coef(tableau);
   AdjointState s;
   s.z = ys[T - 1];
   s.a = grad_ys[T - 1];
@@ -328,7 +339,7 @@ AdjointResult solve_adjoint(Dynamics& f, const at::Tensor& t, const at::Tensor& 
     at::Tensor tk = seg.t0;
     for (int64_t k = 0; k < seg.n_steps; ++k) {
       if (k > 0) tk = tk + seg.h;
-      adjoint_step(f, tableau, combine, tk, seg.h, dt, need_t, s);
+      adjoint_step(f, tableau, coef, combine, tk, seg.h, dt, need_t, s);
     }
     for (int64_t j : seg.exact) {
       s.z = ys[j];  // restart from the stored forward state

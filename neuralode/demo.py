@@ -50,13 +50,15 @@ def sample_batch(times, obs, batch, points, rng, min_span=2.0, max_span=5.0):
     return obs[idx], times[idx].unsqueeze(-1)
 
 
-def plot(times, true, learned, path):
+def plot(times, true, learned, path, obs=None):
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
+    if obs is not None:
+        axes[0].scatter(obs[:, 0], obs[:, 1], s=6, c="0.6", label="noisy observations")
     axes[0].plot(true[:, 0], true[:, 1], lw=2, label="true dynamics")
     axes[0].plot(learned[:, 0], learned[:, 1], "--", lw=2, label="learned dynamics")
     axes[0].set(title="Phase plane from z0 = (0.6, 0.3)", xlabel="z1", ylabel="z2")
@@ -89,6 +91,7 @@ def main(argv=None):
     optimizer = torch.optim.Adam(func.parameters(), lr=args.lr)
 
     start = time.perf_counter()
+    losses = []
     bar = tqdm(range(args.iters), desc="recovering the spiral", unit="it")
     for _ in bar:
         obs_b, ts_b = sample_batch(times, obs, args.batch, args.points, rng)
@@ -97,7 +100,8 @@ def main(argv=None):
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        bar.set_postfix(loss=f"{loss.item():.2e}")
+        losses.append(loss.item())
+        bar.set_postfix(loss=f"{losses[-1]:.2e}")
     elapsed = time.perf_counter() - start
 
     w = func.lin.weight.detach()
@@ -106,8 +110,10 @@ def main(argv=None):
         learned = neuralode.odeint(func, true[:1], times, method="rk4", options={"max_step": 0.01})[:, 0]
     os.makedirs(args.out, exist_ok=True)
     png = os.path.join(args.out, "spiral_linear.png")
-    plot(times.numpy(), true.numpy(), learned.numpy(), png)
+    plot(times.numpy(), true.numpy(), learned.numpy(), png, obs=obs.numpy())
     summary = {
+        "first_loss": losses[0],
+        "last_losses_mean": float(np.mean(losses[-20:])),
         "true_matrix": TRUE_W,
         "start_matrix": w_start.tolist(),
         "learned_matrix": w.tolist(),

@@ -84,8 +84,10 @@ def _step_rule(method: Optional[str], options: Optional[dict], name: str) -> _St
             value = options[key]
             if isinstance(value, Tensor):
                 value = value.item()
-            if not isinstance(value, (int, float)) or not (value > 0) or math.isinf(value) and key == "step_size":
-                raise ValueError(f"{name}: {key!r} must be a positive finite number, got {options[key]!r}")
+            # max_step = inf is allowed: one step per interval.
+            if not isinstance(value, (int, float)) or not (value > 0) or (math.isinf(value) and key == "step_size"):
+                what = "a positive finite number" if key == "step_size" else "a positive number"
+                raise ValueError(f"{name}: {key!r} must be {what}, got {options[key]!r}")
             kind, value = key, float(value)
     return _StepRule(method, kind, value, max_num_steps)
 

@@ -95,7 +95,7 @@ def test_unknown_option():
 
 @pytest.mark.parametrize("options", [{"step_size": 0.0}, {"max_step": -1.0}, {"step_size": float("nan")}])
 def test_non_positive_step(options):
-    with pytest.raises(ValueError, match="must be a positive finite number"):
+    with pytest.raises(ValueError, match="must be a positive"):
         neuralode.odeint(f, y0(), T, method="euler", options=options)
 
 
