@@ -13,6 +13,7 @@
 #include <cmath>
 #include <string>
 
+#include "adaptive.h"
 #include "integrate.h"
 #include "tableau.h"
 
@@ -21,15 +22,31 @@ namespace py = pybind11;
 namespace neuralode {
 namespace {
 
-const Tableau& tableau_or_throw(const std::string& method) {
+const Tableau& tableau_or_throw(const std::string& method, bool adaptive) {
   const Tableau* tab = find_tableau(method);
-  if (tab == nullptr) {
+  if (tab == nullptr || tab->adaptive != adaptive) {
     std::string known;
-    for (const std::string& n : tableau_names()) known += (known.empty() ? "" : ", ") + n;
-    TORCH_CHECK_VALUE(false, "unknown method '", method, "'; choose one of: ", known);
+    for (const std::string& n : tableau_names(adaptive)) known += (known.empty() ? "" : ", ") + n;
+    TORCH_CHECK_VALUE(false, "unknown ", adaptive ? "adaptive" : "fixed-step", " method '", method,
+                      "'; choose one of: ", known);
   }
   return *tab;
 }
+
+py::dict stats_dict(const SolveStats& s) {
+  py::dict d;
+  d["nfe"] = s.nfe;
+  d["accepted"] = s.accepted;
+  d["rejected"] = s.rejected;
+  d["f_seconds"] = s.f_seconds;
+  d["total_seconds"] = s.total_seconds;
+  return d;
+}
+
+// The accepted steps of a forward solve, kept for the checkpointed adjoint.
+struct CheckpointTape {
+  std::vector<StepRecord> steps;
+};
 
 StepSpec make_spec(const std::string& kind, double value, int64_t max_num_steps) {
   StepSpec spec;
@@ -71,7 +88,84 @@ PYBIND11_MODULE(_C, m) {
   // TypeError / RuntimeError and lets Python exceptions raised in f through. (No
   // global pybind11 exception translator: one would also intercept the errors of
   // torch's own bindings.)
-  m.def("methods", &tableau_names, "Names of the available Runge-Kutta methods.");
+  m.def("methods", &tableau_names, py::arg("adaptive"),
+        "Names of the fixed-step (adaptive=False) or adaptive Runge-Kutta methods.");
+
+  py::class_<StepControl>(m, "StepControl", "Step-size control of an adaptive solve.")
+      .def(py::init<>())
+      .def_readwrite("rtol", &StepControl::rtol)
+      .def_readwrite("atol", &StepControl::atol)
+      .def_readwrite("safety", &StepControl::safety)
+      .def_readwrite("ifactor", &StepControl::ifactor)
+      .def_readwrite("dfactor", &StepControl::dfactor)
+      .def_readwrite("pi", &StepControl::pi)
+      .def_readwrite("beta1", &StepControl::beta1)
+      .def_readwrite("beta2", &StepControl::beta2)
+      .def_readwrite("first_step", &StepControl::first_step)
+      .def_readwrite("min_step", &StepControl::min_step)
+      .def_readwrite("max_step", &StepControl::max_step)
+      .def_readwrite("max_num_steps", &StepControl::max_num_steps)
+      .def_readwrite("step_t", &StepControl::step_t);
+
+  py::class_<CheckpointTape>(m, "CheckpointTape", "Accepted steps (t, dt, z) of a forward solve.")
+      .def("__len__", [](const CheckpointTape& tape) { return tape.steps.size(); });
+
+  m.def(
+      "solve_adaptive",
+      torch::wrap_pybind_function([](py::object func, const at::Tensor& y0, const at::Tensor& t,
+                                     const std::string& method, const StepControl& control,
+                                     bool differentiable, bool record) {
+        Dynamics f = make_dynamics(std::move(func), {});
+        const Tableau& tab = tableau_or_throw(method, true);
+        AdaptiveForwardResult r;
+        {
+          py::gil_scoped_release no_gil;
+          r = solve_adaptive_forward(f, y0, t, tab, control, differentiable, record);
+        }
+        py::object tape = py::none();
+        if (record) tape = py::cast(CheckpointTape{std::move(r.steps)});
+        return py::make_tuple(r.ys, stats_dict(r.stats), tape);
+      }),
+      py::arg("func"), py::arg("y0"), py::arg("t"), py::arg("method"), py::arg("control"),
+      py::arg("differentiable"), py::arg("record"),
+      "Adaptive solve through the times t; returns (z at each time, stats, tape or None).");
+
+  m.def(
+      "solve_adaptive_adjoint",
+      torch::wrap_pybind_function([](py::object func, std::vector<at::Tensor> params,
+                                     const at::Tensor& t, const at::Tensor& ys,
+                                     const at::Tensor& grad_ys, const std::string& method,
+                                     const StepControl& control, bool seminorm, bool need_t) {
+        Dynamics f = make_dynamics(std::move(func), std::move(params));
+        const Tableau& tab = tableau_or_throw(method, true);
+        AdaptiveAdjointResult r;
+        {
+          py::gil_scoped_release no_gil;
+          r = solve_adaptive_adjoint(f, t, ys, grad_ys, tab, control, seminorm, need_t);
+        }
+        return py::make_tuple(r.grad_y0, r.grad_t, r.grad_params, stats_dict(r.stats));
+      }),
+      py::arg("func"), py::arg("params"), py::arg("t"), py::arg("ys"), py::arg("grad_ys"),
+      py::arg("method"), py::arg("control"), py::arg("seminorm"), py::arg("need_t"),
+      "Adaptive continuous adjoint: returns (dL/dy0, dL/dt or None, [dL/dtheta], stats).");
+
+  m.def(
+      "solve_checkpoint_adjoint",
+      torch::wrap_pybind_function([](py::object func, std::vector<at::Tensor> params,
+                                     const at::Tensor& grad_ys, const CheckpointTape& tape,
+                                     const std::string& method, const at::Tensor& t) {
+        Dynamics f = make_dynamics(std::move(func), std::move(params));
+        const Tableau& tab = tableau_or_throw(method, true);
+        AdaptiveAdjointResult r;
+        {
+          py::gil_scoped_release no_gil;
+          r = solve_checkpoint_adjoint(f, grad_ys, tape.steps, tab, t);
+        }
+        return py::make_tuple(r.grad_y0, r.grad_params, stats_dict(r.stats));
+      }),
+      py::arg("func"), py::arg("params"), py::arg("grad_ys"), py::arg("tape"), py::arg("method"),
+      py::arg("t"),
+      "Checkpointed discrete adjoint of a recorded solve: returns (dL/dy0, [dL/dtheta], stats).");
 
   m.def(
       "solve_forward",
@@ -79,18 +173,18 @@ PYBIND11_MODULE(_C, m) {
          const std::string& step_rule, double step_value, int64_t max_num_steps,
          bool differentiable) {
         Dynamics f = make_dynamics(std::move(func), {});
-        const Tableau& tab = tableau_or_throw(method);
+        const Tableau& tab = tableau_or_throw(method, false);
         const StepSpec spec = make_spec(step_rule, step_value, max_num_steps);
         ForwardResult r;
         {
           py::gil_scoped_release no_gil;
           r = solve_forward(f, y0, t, tab, spec, differentiable);
         }
-        return py::make_tuple(r.ys, r.nfe);
+        return py::make_tuple(r.ys, stats_dict(r.stats));
       }),
       py::arg("func"), py::arg("y0"), py::arg("t"), py::arg("method"), py::arg("step_rule"),
       py::arg("step_value"), py::arg("max_num_steps"), py::arg("differentiable"),
-      "Integrates func(t, z) from y0 through the times t; returns (z at each time, NFE).");
+      "Integrates func(t, z) from y0 through the times t; returns (z at each time, stats).");
 
   m.def(
       "solve_adjoint",
@@ -98,17 +192,17 @@ PYBIND11_MODULE(_C, m) {
          const at::Tensor& ys, const at::Tensor& grad_ys, const std::string& method,
          const std::string& step_rule, double step_value, int64_t max_num_steps, bool need_t) {
         Dynamics f = make_dynamics(std::move(func), std::move(params));
-        const Tableau& tab = tableau_or_throw(method);
+        const Tableau& tab = tableau_or_throw(method, false);
         const StepSpec spec = make_spec(step_rule, step_value, max_num_steps);
         AdjointResult r;
         {
           py::gil_scoped_release no_gil;
           r = solve_adjoint(f, t, ys, grad_ys, tab, spec, need_t);
         }
-        return py::make_tuple(r.grad_y0, r.grad_t, r.grad_params, r.nfe);
+        return py::make_tuple(r.grad_y0, r.grad_t, r.grad_params, stats_dict(r.stats));
       }),
       py::arg("func"), py::arg("params"), py::arg("t"), py::arg("ys"), py::arg("grad_ys"),
       py::arg("method"), py::arg("step_rule"), py::arg("step_value"), py::arg("max_num_steps"),
       py::arg("need_t"),
-      "The continuous adjoint: returns (dL/dy0, dL/dt or None, [dL/dtheta], NFE).");
+      "The continuous adjoint: returns (dL/dy0, dL/dt or None, [dL/dtheta], stats).");
 }

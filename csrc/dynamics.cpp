@@ -3,10 +3,32 @@
 #include <c10/core/GradMode.h>
 #include <torch/csrc/autograd/autograd.h>
 
+#include <chrono>
+
 namespace neuralode {
+namespace {
+
+// Adds the wall-clock time of its scope to a counter.
+class ScopedTimer {
+ public:
+  explicit ScopedTimer(double& total) : total_(total), start_(std::chrono::steady_clock::now()) {}
+  ~ScopedTimer() {
+    total_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+  }
+
+ private:
+  double& total_;
+  std::chrono::steady_clock::time_point start_;
+};
+
+}  // namespace
 
 at::Tensor Dynamics::call_checked(const at::Tensor& t, const at::Tensor& z) {
-  at::Tensor out = fn_(t, z);
+  at::Tensor out;
+  {
+    ScopedTimer timer(f_seconds_);
+    out = fn_(t, z);
+  }
   ++nfe_;
   TORCH_CHECK_VALUE(out.defined(), "func returned an undefined tensor; it must return dz/dt");
   TORCH_CHECK_VALUE(out.sizes() == z.sizes(), "func returned a tensor of shape ", out.sizes(),
@@ -45,6 +67,7 @@ VectorJacobianProducts Dynamics::vjp(const at::Tensor& t, const at::Tensor& z, c
   inputs.push_back(z_leaf);
   if (need_t) inputs.push_back(t_leaf);
   inputs.insert(inputs.end(), params_.begin(), params_.end());
+  ScopedTimer timer(f_seconds_);
   std::vector<at::Tensor> grads =
       torch::autograd::grad({out}, inputs, {w}, /*retain_graph=*/false, /*create_graph=*/false,
                             /*allow_unused=*/true);

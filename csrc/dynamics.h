@@ -21,6 +21,12 @@ struct VectorJacobianProducts {
   std::vector<at::Tensor> wp;
 };
 
+// Counts and times of one solve.
+struct SolveStats {
+  int64_t nfe = 0, accepted = 0, rejected = 0;
+  double f_seconds = 0.0, total_seconds = 0.0;
+};
+
 class Dynamics {
  public:
   // `fn(t, z)` returns dz/dt with the shape, dtype and device of z. `params`
@@ -41,6 +47,9 @@ class Dynamics {
   const std::vector<at::Tensor>& params() const { return params_; }
   // Number of evaluations of f so far (a VJP counts as one).
   int64_t nfe() const { return nfe_; }
+  // Wall-clock seconds spent inside f and its VJPs so far (on CUDA: launching
+  // their kernels, which run asynchronously).
+  double f_seconds() const { return f_seconds_; }
 
  private:
   at::Tensor call_checked(const at::Tensor& t, const at::Tensor& z);
@@ -48,6 +57,7 @@ class Dynamics {
   Fn fn_;
   std::vector<at::Tensor> params_;
   int64_t nfe_ = 0;
+  double f_seconds_ = 0.0;
 };
 
 }  // namespace neuralode

@@ -14,10 +14,12 @@
 #include <ATen/ops/zeros_like.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <optional>
 
 #include "stage_combine.h"
+#include "stepper.h"
 
 namespace neuralode {
 namespace {
@@ -156,67 +158,6 @@ std::vector<Segment> make_segments(const at::Tensor& t, const StepSpec& spec, bo
   return backwards ? uniform_backward_segments(t, spec) : uniform_forward_segments(t, spec);
 }
 
-// A step size (0-d or per-sample (batch, 1)) viewed so that it broadcasts over a
-// state of `dim` dimensions: (batch, 1, ..., 1).
-at::Tensor rows_view(const at::Tensor& h, int64_t dim) {
-  if (h.dim() == 0) return h;
-  std::vector<int64_t> shape(std::max<int64_t>(dim, 1), 1);
-  shape[0] = h.numel();
-  return h.reshape(shape);
-}
-
-// Runs stage combinations, bypassing autograd when nothing is differentiated
-// (the autograd kernel is Python: skipping it matters in the hot loop).
-class Combiner {
- public:
-  explicit Combiner(bool differentiable) : differentiable_(differentiable) {}
-
-  // y0 + dt * sum_j c[j] * ks[j] over the j with c[j] != 0 (dt undefined: 1).
-  at::Tensor operator()(const at::Tensor& y0, const std::vector<at::Tensor>& ks,
-                        const std::vector<double>& c, const at::Tensor& dt) const {
-    std::vector<at::Tensor> used;
-    std::vector<double> coeffs;
-    for (size_t j = 0; j < ks.size(); ++j) {
-      if (c[j] != 0.0) {
-        used.push_back(ks[j]);
-        coeffs.push_back(c[j]);
-      }
-    }
-    if (used.empty()) return y0;
-    std::optional<at::Tensor> h;
-    if (dt.defined()) h = dt;
-    if (differentiable_) return stage_combine(y0, used, coeffs, h);
-    at::AutoDispatchBelowADInplaceOrView below_autograd;
-    return stage_combine(y0, used, coeffs, h);
-  }
-
- private:
-  bool differentiable_;
-};
-
-// A tableau's coefficients as the combination calls take them, built once per
-// solve rather than in every step: row i of a, and b, each also negated (the
-// adjoint a = dL/dz combines -a.df/dz terms).
-struct StageCoefficients {
-  std::vector<std::vector<double>> a, minus_a;
-  std::vector<double> b, minus_b;
-
-  explicit StageCoefficients(const Tableau& tab) : a(tab.stages), minus_a(tab.stages) {
-    for (int i = 0; i < tab.stages; ++i) {
-      for (int j = 0; j < i; ++j) {
-        a[i].push_back(tab.coupling(i, j));
-        minus_a[i].push_back(-tab.coupling(i, j));
-      }
-      b.push_back(tab.b[i]);
-      minus_b.push_back(-tab.b[i]);
-    }
-  }
-};
-
-at::Tensor stage_time(const Tableau& tab, int i, const at::Tensor& t, const at::Tensor& h) {
-  return tab.c[i] == 0.0 ? t : t + h * tab.c[i];
-}
-
 // One explicit Runge-Kutta step: z + dt * sum_j b_j k_j with
 // k_i = f(t + c_i h, z + dt * sum_{j<i} a_ij k_j).
 at::Tensor rk_step(Dynamics& f, const Tableau& tab, const StageCoefficients& coef,
@@ -277,12 +218,27 @@ void adjoint_step(Dynamics& f, const Tableau& tab, const StageCoefficients& coef
   s.a = combine(s.a, kv, coef.minus_b, at::Tensor());
 }
 
+// Fills the counters of a fixed-step solve from the dynamics' counters at its start.
+SolveStats finish_stats(const Dynamics& f, int64_t nfe0, double f_seconds0, int64_t steps,
+                        std::chrono::steady_clock::time_point start) {
+  SolveStats s;
+  s.nfe = f.nfe() - nfe0;
+  s.accepted = steps;
+  s.f_seconds = f.f_seconds() - f_seconds0;
+  s.total_seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  return s;
+}
+
 }  // namespace
 
 ForwardResult solve_forward(Dynamics& f, const at::Tensor& y0, const at::Tensor& t,
                             const Tableau& tableau, const StepSpec& spec, bool differentiable) {
+  const auto start = std::chrono::steady_clock::now();
   const int64_t T = t.size(0);
   const int64_t nfe0 = f.nfe();
+  const double f_seconds0 = f.f_seconds();
+  int64_t steps = 0;
   const Combiner combine(differentiable);
   const StageCoefficients coef(tableau);
   std::vector<at::Tensor> out(T);
@@ -295,6 +251,7 @@ ForwardResult solve_forward(Dynamics& f, const at::Tensor& y0, const at::Tensor&
       if (k > 0) tk = tk + seg.h;  // accumulated, as the reference does
       z = rk_step(f, tableau, coef, combine, tk, seg.h, dt, z);
     }
+    steps += seg.n_steps;
     for (int64_t j : seg.interp) {
       // Linear interpolation inside the step (torchdiffeq's fixed-grid output).
       at::Tensor slope = ((t[j] - seg.t0) / seg.h).to(y0.scalar_type());
@@ -302,14 +259,17 @@ ForwardResult solve_forward(Dynamics& f, const at::Tensor& y0, const at::Tensor&
     }
     for (int64_t j : seg.exact) out[j] = z;
   }
-  return {at::stack(out), f.nfe() - nfe0};
+  return {at::stack(out), finish_stats(f, nfe0, f_seconds0, steps, start)};
 }
 
 AdjointResult solve_adjoint(Dynamics& f, const at::Tensor& t, const at::Tensor& ys,
                             const at::Tensor& grad_ys, const Tableau& tableau,
                             const StepSpec& spec, bool need_t) {
+  const auto start = std::chrono::steady_clock::now();
   const int64_t T = t.size(0);
   const int64_t nfe0 = f.nfe();
+  const double f_seconds0 = f.f_seconds();
+  int64_t steps = 0;
   const Combiner combine(/*differentiable=*/false);
   const StageCoefficients coef(tableau);
   AdjointState s;
@@ -341,6 +301,7 @@ AdjointResult solve_adjoint(Dynamics& f, const at::Tensor& t, const at::Tensor& 
       if (k > 0) tk = tk + seg.h;
       adjoint_step(f, tableau, coef, combine, tk, seg.h, dt, need_t, s);
     }
+    steps += seg.n_steps;
     for (int64_t j : seg.exact) {
       s.z = ys[j];  // restart from the stored forward state
       s.a = s.a + grad_ys[j];
@@ -354,7 +315,7 @@ AdjointResult solve_adjoint(Dynamics& f, const at::Tensor& t, const at::Tensor& 
     r.grad_t = at::stack(grad_t_rows);
   }
   r.grad_params = std::move(s.a_params);
-  r.nfe = f.nfe() - nfe0;
+  r.stats = finish_stats(f, nfe0, f_seconds0, steps, start);
   return r;
 }
 

@@ -30,7 +30,7 @@ struct StepSpec {
 
 struct ForwardResult {
   at::Tensor ys;  // (T, *y0.shape)
-  int64_t nfe;
+  SolveStats stats;
 };
 
 // Integrates dz/dt = f(t, z) from y0 through the observation times t (1-D (T,)
@@ -43,7 +43,7 @@ struct AdjointResult {
   at::Tensor grad_y0;
   at::Tensor grad_t;  // undefined when not requested
   std::vector<at::Tensor> grad_params;
-  int64_t nfe;
+  SolveStats stats;
 };
 
 // The continuous adjoint (Chen et al. 2018, Algorithm 1) for the loss gradients

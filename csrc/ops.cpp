@@ -60,12 +60,50 @@ at::Tensor stage_combine(const at::Tensor& y0, at::TensorList ks, at::ArrayRef<d
   return op.call(y0, ks, coeffs, dt);
 }
 
+std::pair<at::Tensor, at::Tensor> check_tolerances(const at::Tensor& y0, const at::Tensor& rtol,
+                                                   const at::Tensor& atol) {
+  auto check = [&](const at::Tensor& tol, const char* name) {
+    TORCH_CHECK(tol.scalar_type() == y0.scalar_type(), "rk_solution_error: ", name, " is ",
+                tol.scalar_type(), " but y0 is ", y0.scalar_type());
+    TORCH_CHECK(tol.device() == y0.device(), "rk_solution_error: ", name, " is on ", tol.device(),
+                " but y0 is on ", y0.device());
+    TORCH_CHECK(tol.numel() == 1 || tol.numel() == y0.numel(), "rk_solution_error: ", name,
+                " must hold one value or one per element of y0 (", y0.numel(), "), got ",
+                tol.numel());
+    return tol.contiguous();
+  };
+  return {check(rtol, "rtol"), check(atol, "atol")};
+}
+
+std::tuple<at::Tensor, at::Tensor> rk_solution_error(const at::Tensor& y0, at::TensorList ks,
+                                                     at::ArrayRef<double> b, at::ArrayRef<double> e,
+                                                     const std::optional<at::Tensor>& dt,
+                                                     const at::Tensor& rtol, const at::Tensor& atol) {
+  static auto op = c10::Dispatcher::singleton()
+                       .findSchemaOrThrow("neuralode::rk_solution_error", "")
+                       .typed<std::tuple<at::Tensor, at::Tensor>(
+                           const at::Tensor&, at::TensorList, at::ArrayRef<double>,
+                           at::ArrayRef<double>, const std::optional<at::Tensor>&,
+                           const at::Tensor&, const at::Tensor&)>();
+  return op.call(y0, ks, b, e, dt, rtol, atol);
+}
+
 TORCH_LIBRARY(neuralode, m) {
   // y = y0 + dt * sum_j coeffs[j] * ks[j]; dt holds one value, one per row of
   // y0 (per-sample steps), or is None (dt = 1).
   m.def("stage_combine(Tensor y0, Tensor[] ks, float[] coeffs, Tensor? dt) -> Tensor");
+  // The end of an adaptive step in one pass: y1 = y0 + dt * sum_j b[j] * ks[j] and
+  // the sum over elements of (err / (atol + rtol * max(|y0|, |y1|)))^2 with
+  // err = dt * sum_j e[j] * ks[j] (a float64 scalar; the RMS error ratio is
+  // sqrt(sum / numel)). rtol, atol: one value or one per element of y0.
+  m.def(
+      "rk_solution_error(Tensor y0, Tensor[] ks, float[] b, float[] e, Tensor? dt, Tensor rtol, "
+      "Tensor atol) -> (Tensor, Tensor)");
 }
 
-TORCH_LIBRARY_IMPL(neuralode, CPU, m) { m.impl("stage_combine", &stage_combine_cpu); }
+TORCH_LIBRARY_IMPL(neuralode, CPU, m) {
+  m.impl("stage_combine", &stage_combine_cpu);
+  m.impl("rk_solution_error", &rk_solution_error_cpu);
+}
 
 }  // namespace neuralode

@@ -5,6 +5,8 @@
 #include <c10/util/ArrayRef.h>
 
 #include <optional>
+#include <tuple>
+#include <utility>
 
 namespace neuralode {
 
@@ -23,8 +25,23 @@ StageCombineOperands check_stage_combine(const at::Tensor& y0, at::TensorList ks
                                          at::ArrayRef<double> coeffs,
                                          const std::optional<at::Tensor>& dt);
 
+// Checks the tolerances of rk_solution_error: y0's dtype and device, one value or
+// one per element of y0; returns them contiguous.
+std::pair<at::Tensor, at::Tensor> check_tolerances(const at::Tensor& y0, const at::Tensor& rtol,
+                                                   const at::Tensor& atol);
+
 at::Tensor stage_combine_cpu(const at::Tensor& y0, at::TensorList ks, at::ArrayRef<double> coeffs,
                              const std::optional<at::Tensor>& dt);
+
+std::tuple<at::Tensor, at::Tensor> rk_solution_error_cpu(
+    const at::Tensor& y0, at::TensorList ks, at::ArrayRef<double> b, at::ArrayRef<double> e,
+    const std::optional<at::Tensor>& dt, const at::Tensor& rtol, const at::Tensor& atol);
+
+// Calls rk_solution_error through the dispatcher: (y1, sum of squared scaled errors).
+std::tuple<at::Tensor, at::Tensor> rk_solution_error(const at::Tensor& y0, at::TensorList ks,
+                                                     at::ArrayRef<double> b, at::ArrayRef<double> e,
+                                                     const std::optional<at::Tensor>& dt,
+                                                     const at::Tensor& rtol, const at::Tensor& atol);
 
 // Calls the op through the dispatcher (autograd included: backprop mode).
 at::Tensor stage_combine(const at::Tensor& y0, at::TensorList ks, at::ArrayRef<double> coeffs,

@@ -48,4 +48,33 @@ NEURALODE_HOST_DEVICE scalar_t stage_combine_element(scalar_t y0, const scalar_t
   return stage_finish(y0, dt, acc);
 }
 
+// The squared scaled error of one element for step-size control:
+// (err / (atol + rtol * max(|y0|, |y1|)))^2, the summand of the RMS error ratio.
+template <typename acc_t>
+NEURALODE_HOST_DEVICE acc_t scaled_error_sq(acc_t y0, acc_t y1, acc_t err, acc_t rtol, acc_t atol) {
+  const acc_t a0 = y0 < acc_t(0) ? -y0 : y0;
+  const acc_t a1 = y1 < acc_t(0) ? -y1 : y1;
+  const acc_t q = err / (atol + rtol * (a0 > a1 ? a0 : a1));
+  return q * q;
+}
+
+// One element of a finished step: writes y1 = y0 + dt * sum_j b_j k_j and returns
+// the squared scaled error of err = dt * sum_j e_j k_j. The CUDA kernel calls this;
+// the CPU kernel runs the same pieces in blocked loops.
+template <typename scalar_t, typename acc_t>
+NEURALODE_HOST_DEVICE acc_t solution_error_element(scalar_t y0, const scalar_t* const* ks,
+                                                   const acc_t* b, const acc_t* e, int n_ks,
+                                                   acc_t dt, acc_t rtol, acc_t atol, int64_t i,
+                                                   scalar_t* y1_out) {
+  acc_t acc_b = acc_t(0), acc_e = acc_t(0);
+  for (int j = 0; j < n_ks; ++j) {
+    const acc_t k = static_cast<acc_t>(ks[j][i]);
+    acc_b = stage_accumulate(acc_b, b[j], k);
+    acc_e = stage_accumulate(acc_e, e[j], k);
+  }
+  const scalar_t y1 = stage_finish(y0, dt, acc_b);
+  *y1_out = y1;
+  return scaled_error_sq(static_cast<acc_t>(y0), static_cast<acc_t>(y1), dt * acc_e, rtol, atol);
+}
+
 }  // namespace neuralode::math

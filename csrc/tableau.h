@@ -23,43 +23,138 @@ struct Tableau {
   std::array<double, kMaxStages> c;
   std::array<double, kMaxStages * kMaxStages> a;
   std::array<double, kMaxStages> b;
+  // Adaptive methods: error weights e_j = b_j - bhat_j of the embedded method
+  // (the local error estimate is dt * sum_j e_j k_j). All zero: fixed step.
+  std::array<double, kMaxStages> e{};
+  bool adaptive = false;
+  // First Same As Last: the last stage is f(t + dt, y1), the next step's first.
+  bool fsal = false;
+  // Dense output: with has_mid, y(t0 + dt/2) = y0 + dt * sum_j c_mid_j k_j feeds a
+  // quartic interpolant (4th order); otherwise a cubic Hermite interpolant.
+  std::array<double, kMaxStages> c_mid{};
+  bool has_mid = false;
 
   constexpr double coupling(int i, int j) const { return a[i * kMaxStages + j]; }
 };
 
+namespace detail {
+// Fills a tableau from its rows of a (row i holds a_i0 .. a_i,i-1).
+template <size_t N>
+constexpr Tableau make_tableau(std::string_view name, int order, std::array<double, N> c,
+                               std::array<std::array<double, N>, N> a, std::array<double, N> b) {
+  Tableau t{name, static_cast<int>(N), order, {}, {}, {}};
+  for (size_t i = 0; i < N; ++i) {
+    t.c[i] = c[i];
+    t.b[i] = b[i];
+    for (size_t j = 0; j < i; ++j) t.a[i * kMaxStages + j] = a[i][j];
+  }
+  return t;
+}
+
+// The same, adaptive: bhat are the embedded method's weights.
+template <size_t N>
+constexpr Tableau make_adaptive(std::string_view name, int order, std::array<double, N> c,
+                                std::array<std::array<double, N>, N> a, std::array<double, N> b,
+                                std::array<double, N> bhat, bool fsal) {
+  Tableau t = make_tableau<N>(name, order, c, a, b);
+  for (size_t i = 0; i < N; ++i) t.e[i] = b[i] - bhat[i];
+  t.adaptive = true;
+  t.fsal = fsal;
+  return t;
+}
+}  // namespace detail
+
 // Forward Euler: y1 = y0 + h f(t0, y0).
-inline constexpr Tableau kEuler{"euler", 1, 1, {0.0}, {0.0}, {1.0}};
+inline constexpr Tableau kEuler = detail::make_tableau<1>("euler", 1, {0.0}, {{{0.0}}}, {1.0});
 
 // Explicit midpoint: k1 at (t0 + h/2, y0 + h/2 k0), y1 = y0 + h k1.
-inline constexpr Tableau kMidpoint = [] {
-  Tableau t{"midpoint", 2, 2, {0.0, 0.5}, {}, {0.0, 1.0}};
-  t.a[1 * kMaxStages + 0] = 0.5;
-  return t;
-}();
+inline constexpr Tableau kMidpoint =
+    detail::make_tableau<2>("midpoint", 2, {0.0, 0.5}, {{{0.0, 0.0}, {0.5, 0.0}}}, {0.0, 1.0});
 
 // The classic fourth-order Runge-Kutta method (weights 1/6, 1/3, 1/3, 1/6).
 // Note: torchdiffeq's "rk4" is the 3/8 rule; ours is the classic one.
-inline constexpr Tableau kRK4 = [] {
-  Tableau t{"rk4", 4, 4, {0.0, 0.5, 0.5, 1.0}, {}, {1.0 / 6, 1.0 / 3, 1.0 / 3, 1.0 / 6}};
-  t.a[1 * kMaxStages + 0] = 0.5;
-  t.a[2 * kMaxStages + 1] = 0.5;
-  t.a[3 * kMaxStages + 2] = 1.0;
+inline constexpr Tableau kRK4 = detail::make_tableau<4>(
+    "rk4", 4, {0.0, 0.5, 0.5, 1.0},
+    {{{0, 0, 0, 0}, {0.5, 0, 0, 0}, {0, 0.5, 0, 0}, {0, 0, 1.0, 0}}},
+    {1.0 / 6, 1.0 / 3, 1.0 / 3, 1.0 / 6});
+
+// Bogacki-Shampine 3(2), FSAL (Bogacki & Shampine 1989).
+inline constexpr Tableau kBosh3 = detail::make_adaptive<4>(
+    "bosh3", 3, {0.0, 0.5, 0.75, 1.0},
+    {{{0, 0, 0, 0}, {0.5, 0, 0, 0}, {0, 0.75, 0, 0}, {2.0 / 9, 1.0 / 3, 4.0 / 9, 0}}},
+    {2.0 / 9, 1.0 / 3, 4.0 / 9, 0.0}, {7.0 / 24, 1.0 / 4, 1.0 / 3, 1.0 / 8}, true);
+
+// Dormand-Prince 5(4), FSAL (Dormand & Prince 1980), with Shampine's midpoint
+// weights for 4th-order dense output.
+inline constexpr Tableau kDopri5 = [] {
+  Tableau t = detail::make_adaptive<7>(
+      "dopri5", 5, {0.0, 1.0 / 5, 3.0 / 10, 4.0 / 5, 8.0 / 9, 1.0, 1.0},
+      {{{0, 0, 0, 0, 0, 0, 0},
+        {1.0 / 5, 0, 0, 0, 0, 0, 0},
+        {3.0 / 40, 9.0 / 40, 0, 0, 0, 0, 0},
+        {44.0 / 45, -56.0 / 15, 32.0 / 9, 0, 0, 0, 0},
+        {19372.0 / 6561, -25360.0 / 2187, 64448.0 / 6561, -212.0 / 729, 0, 0, 0},
+        {9017.0 / 3168, -355.0 / 33, 46732.0 / 5247, 49.0 / 176, -5103.0 / 18656, 0, 0},
+        {35.0 / 384, 0, 500.0 / 1113, 125.0 / 192, -2187.0 / 6784, 11.0 / 84, 0}}},
+      {35.0 / 384, 0, 500.0 / 1113, 125.0 / 192, -2187.0 / 6784, 11.0 / 84, 0},
+      {5179.0 / 57600, 0, 7571.0 / 16695, 393.0 / 640, -92097.0 / 339200, 187.0 / 2100, 1.0 / 40},
+      true);
+  const double mid[7] = {6025192743.0 / 30085553152 / 2, 0, 51252292925.0 / 65400821598 / 2,
+                         -2691868925.0 / 45128329728 / 2, 187940372067.0 / 1594534317056 / 2,
+                         -1776094331.0 / 19743644256 / 2, 11237099.0 / 235043384 / 2};
+  for (int i = 0; i < 7; ++i) t.c_mid[i] = mid[i];
+  t.has_mid = true;
   return t;
 }();
 
-inline constexpr std::array<const Tableau*, 3> kFixedStepTableaux{&kEuler, &kMidpoint, &kRK4};
+// Tsitouras 5(4), FSAL (Tsitouras 2011), with a 4th-order midpoint for dense output.
+inline constexpr Tableau kTsit5 = [] {
+  constexpr std::array<double, 7> b = {0.09646076681806523, 0.01, 0.4798896504144996,
+                                       1.379008574103742, -3.290069515436081, 2.324710524099774, 0};
+  // b - bhat, as published.
+  constexpr std::array<double, 7> e = {-0.00178001105222577714, -0.0008164344596567469,
+                                       0.007880878010261995, -0.1447110071732629,
+                                       0.5823571654525552, -0.45808210592918697, 1.0 / 66};
+  std::array<double, 7> bhat{};
+  for (int i = 0; i < 7; ++i) bhat[i] = b[i] - e[i];
+  Tableau t = detail::make_adaptive<7>(
+      "tsit5", 5, {0.0, 0.161, 0.327, 0.9, 0.9800255409045097, 1.0, 1.0},
+      {{{0, 0, 0, 0, 0, 0, 0},
+        {0.161, 0, 0, 0, 0, 0, 0},
+        {-0.008480655492356989, 0.335480655492357, 0, 0, 0, 0, 0},
+        {2.897153057105493, -6.359448489975075, 4.3622954328695815, 0, 0, 0, 0},
+        {5.325864828439257, -11.748883564062828, 7.4955393428898365, -0.09249506636175525, 0, 0, 0},
+        {5.86145544294642, -12.92096931784711, 8.159367898576159, -0.071584973281401,
+         -0.028269050394068383, 0, 0},
+        {0.09646076681806523, 0.01, 0.4798896504144996, 1.379008574103742, -3.290069515436081,
+         2.324710524099774, 0}}},
+      b, bhat, true);
+  // Midpoint weights for the quartic dense output: the minimum-norm solution of the
+  // order-4 conditions at theta = 1/2 (residual ~1e-16; computed offline with lstsq).
+  const double mid[7] = {0.1114257489207326,    0.013197067390740974, 0.37783998967297405,
+                         -0.01847177222954091,  0.00314279907046211,  0.015778336907996543,
+                         -0.0029121697333652774};
+  for (int i = 0; i < 7; ++i) t.c_mid[i] = mid[i];
+  t.has_mid = true;
+  return t;
+}();
+
+inline constexpr std::array<const Tableau*, 6> kTableaux{&kEuler, &kMidpoint, &kRK4,
+                                                         &kBosh3, &kDopri5, &kTsit5};
 
 // Returns the tableau called `name`, or nullptr.
 inline const Tableau* find_tableau(std::string_view name) {
-  for (const Tableau* t : kFixedStepTableaux) {
+  for (const Tableau* t : kTableaux) {
     if (t->name == name) return t;
   }
   return nullptr;
 }
 
-inline std::vector<std::string> tableau_names() {
+inline std::vector<std::string> tableau_names(bool adaptive) {
   std::vector<std::string> names;
-  for (const Tableau* t : kFixedStepTableaux) names.emplace_back(t->name);
+  for (const Tableau* t : kTableaux) {
+    if (t->adaptive == adaptive) names.emplace_back(t->name);
+  }
   return names;
 }
 

@@ -8,8 +8,20 @@ PyTorch as the oracle.
 
 from . import reference
 from .module import NeuralODE
-from .odeint import GRADIENT_MODES, METHODS, odeint, odeint_adjoint
+from .odeint import ADAPTIVE_METHODS, FIXED_STEP_METHODS, GRADIENT_MODES, METHODS, odeint, odeint_adjoint
 from .reference import ODEF
+from .stats import SolverStats
 
-__all__ = ["odeint", "odeint_adjoint", "NeuralODE", "ODEF", "reference", "METHODS", "GRADIENT_MODES"]
+__all__ = [
+    "odeint",
+    "odeint_adjoint",
+    "NeuralODE",
+    "ODEF",
+    "SolverStats",
+    "reference",
+    "METHODS",
+    "FIXED_STEP_METHODS",
+    "ADAPTIVE_METHODS",
+    "GRADIENT_MODES",
+]
 __version__ = "0.1.0"

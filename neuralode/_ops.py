@@ -14,7 +14,7 @@ from torch import Tensor
 
 from . import _C  # noqa: F401  (registers the ops)
 
-__all__ = ["stage_combine"]
+__all__ = ["stage_combine", "rk_solution_error"]
 
 
 def stage_combine(y0: Tensor, ks: Sequence[Tensor], coeffs: Sequence[float], dt: Optional[Tensor] = None) -> Tensor:
@@ -75,4 +75,43 @@ def _stage_combine_backward(ctx, grad):
 
 torch.library.register_autograd(
     "neuralode::stage_combine", _stage_combine_backward, setup_context=_stage_combine_setup_context
+)
+
+
+def rk_solution_error(y0, ks, b, e, dt, rtol, atol):
+    """The end of an adaptive step in one pass: ``(y1, sum_sq)``.
+
+    ``y1 = y0 + dt * sum_j b[j] ks[j]`` and ``sum_sq = sum_i (err_i / (atol_i + rtol_i *
+    max(|y0_i|, |y1_i|)))^2`` with ``err = dt * sum_j e[j] ks[j]`` (float64 scalar; the RMS
+    error ratio is ``sqrt(sum_sq / numel)``). ``rtol``/``atol``: one value or one per element.
+    ``y1`` is differentiable like :func:`stage_combine`; ``sum_sq`` is not.
+    """
+    return torch.ops.neuralode.rk_solution_error.default(
+        y0, list(ks), [float(c) for c in b], [float(c) for c in e], dt, rtol, atol
+    )
+
+
+@torch.library.register_fake("neuralode::rk_solution_error")
+def _rk_solution_error_fake(y0, ks, b, e, dt, rtol, atol):
+    torch._check(len(ks) == len(b) == len(e), lambda: "rk_solution_error: one b and e weight per k")
+    for k in ks:
+        torch._check(k.shape == y0.shape, lambda: "rk_solution_error: every k must have y0's shape")
+    return (
+        torch.empty_like(y0, memory_format=torch.contiguous_format),
+        y0.new_empty((), dtype=torch.float64),
+    )
+
+
+def _rk_solution_error_setup_context(ctx, inputs, output):
+    y0, ks, b, e, dt, rtol, atol = inputs
+    _stage_combine_setup_context(ctx, (y0, ks, b, dt), output[0])
+
+
+def _rk_solution_error_backward(ctx, grad_y1, _grad_sum_sq):
+    grad_y0, grad_ks, _, grad_dt = _stage_combine_backward(ctx, grad_y1)
+    return grad_y0, grad_ks, None, None, grad_dt, None, None
+
+
+torch.library.register_autograd(
+    "neuralode::rk_solution_error", _rk_solution_error_backward, setup_context=_rk_solution_error_setup_context
 )

@@ -2,7 +2,7 @@
 
 The integration loops run in C++ (``neuralode._C``) and call the dynamics
 through one interface; Runge-Kutta stages are combined by the fused
-``stage_combine`` kernel. Gradients come in two modes:
+``stage_combine`` kernel. Gradients come in three modes:
 
 * ``"backprop"``: autograd records every fused op of the solve (the paper's
   "RK-Net" baseline): the exact gradient of the discrete solve, memory
@@ -10,7 +10,12 @@ through one interface; Runge-Kutta stages are combined by the fused
 * ``"adjoint"``: the continuous adjoint (Chen et al. 2018): the augmented system
   ``[z, a, a_t, a_theta]`` is solved backwards in one pass over all observation
   times, with O(1) memory in the number of steps; the gradient converges to the
-  exact one at the method's order as the step shrinks.
+  exact one as the steps shrink (fixed step: at the method's order; adaptive: as
+  the tolerances tighten).
+* ``"checkpoint"`` (adaptive methods): the discrete adjoint. The forward solve
+  keeps only its accepted steps ``(t, dt, z)``; the backward pass replays each
+  step with autograd, last first, and backpropagates through that step alone:
+  the gradient of the discrete solve to round-off with O(steps x |z|) memory.
 """
 
 from __future__ import annotations
@@ -25,15 +30,25 @@ from torch import Tensor, nn
 from . import _C
 from . import _ops  # noqa: F401  (fake and autograd registrations)
 from .reference import ODEF
+from .stats import SolverStats
 
-__all__ = ["odeint", "odeint_adjoint", "METHODS", "GRADIENT_MODES"]
+__all__ = ["odeint", "odeint_adjoint", "METHODS", "FIXED_STEP_METHODS", "ADAPTIVE_METHODS", "GRADIENT_MODES"]
 
 #: Fixed-step Runge-Kutta methods (tableaux in csrc/tableau.h).
-METHODS = tuple(_C.methods())
+FIXED_STEP_METHODS = tuple(_C.methods(False))
+#: Adaptive (embedded) Runge-Kutta methods.
+ADAPTIVE_METHODS = tuple(_C.methods(True))
+METHODS = FIXED_STEP_METHODS + ADAPTIVE_METHODS
+DEFAULT_METHOD = "dopri5"
 #: What ``gradient=`` accepts.
-GRADIENT_MODES = ("backprop", "adjoint")
+GRADIENT_MODES = ("backprop", "adjoint", "checkpoint")
 #: Options of the fixed-step methods.
 FIXED_STEP_OPTIONS = ("step_size", "max_step", "max_num_steps")
+#: Options of the adaptive methods (``norm`` only in ``adjoint_options``).
+ADAPTIVE_OPTIONS = (
+    "first_step", "safety", "ifactor", "dfactor", "controller", "beta1", "beta2",
+    "min_step", "max_step", "max_num_steps", "step_t",
+)
 DEFAULT_MAX_NUM_STEPS = 2**31 - 1
 
 
@@ -61,11 +76,15 @@ def _as_callable(func) -> Callable[[Tensor, Tensor], Tensor]:
     return func
 
 
-def _step_rule(method: Optional[str], options: Optional[dict], name: str) -> _StepRule:
+def _check_method(method, name: str) -> str:
     if method is None:
-        method = "rk4"
+        return DEFAULT_METHOD
     if not isinstance(method, str) or method not in METHODS:
         raise ValueError(f"{name}: unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    return method
+
+
+def _step_rule(method: str, options: Optional[dict], name: str) -> _StepRule:
     options = dict(options or {})
     unknown = sorted(set(options) - set(FIXED_STEP_OPTIONS))
     if unknown:
@@ -131,24 +150,156 @@ def _check_state_and_times(y0, t) -> None:
             )
 
 
+def _tolerance(value, y0: Tensor, name: str) -> Tensor:
+    """rtol/atol as the kernels take them: one value, or one per element of y0."""
+    if isinstance(value, Tensor):
+        if not bool(torch.isfinite(value).all()) or bool((value < 0).any()):
+            raise ValueError(f"{name} must be finite and non-negative")
+        try:
+            value = torch.broadcast_to(value.to(device=y0.device, dtype=y0.dtype), y0.shape)
+        except RuntimeError:
+            raise ValueError(
+                f"{name} of shape {tuple(value.shape)} does not broadcast to y0's shape {tuple(y0.shape)}"
+            ) from None
+        return value.contiguous() if value.numel() > 1 else value.reshape(1)
+    if not isinstance(value, (int, float)) or not (value >= 0) or math.isinf(value):
+        raise ValueError(f"{name} must be a finite non-negative number or tensor, got {value!r}")
+    return torch.tensor([float(value)], dtype=y0.dtype, device=y0.device)
+
+
+def _positive(options: dict, key: str, default: float, name: str, allow_inf: bool = False) -> float:
+    value = options.get(key, default)
+    if isinstance(value, Tensor):
+        value = value.item()
+    if not isinstance(value, (int, float)) or not (value > 0) or (math.isinf(value) and not allow_inf):
+        raise ValueError(f"{name}: {key!r} must be a positive number, got {options[key]!r}")
+    return float(value)
+
+
+def _step_control(y0: Tensor, t: Tensor, rtol, atol, options: Optional[dict], name: str, adjoint: bool):
+    """The C++ StepControl from the user's tolerances and options; returns it and the norm."""
+    options = dict(options or {})
+    allowed = ADAPTIVE_OPTIONS + (("norm",) if adjoint else ())
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise ValueError(
+            f"{name}: unknown option(s) {', '.join(map(repr, unknown))} for an adaptive method; "
+            f"the adaptive methods take {', '.join(allowed)}"
+        )
+    c = _C.StepControl()
+    c.rtol = _tolerance(rtol, y0, "rtol")
+    c.atol = _tolerance(atol, y0, "atol")
+    c.safety = _positive(options, "safety", 0.9, name)
+    c.ifactor = _positive(options, "ifactor", 10.0, name)
+    c.dfactor = _positive(options, "dfactor", 0.2, name)
+    if not (c.safety <= 1 and c.dfactor < 1 < c.ifactor):
+        raise ValueError(f"{name}: need safety <= 1, dfactor < 1 and ifactor > 1")
+    controller = options.get("controller", "I")
+    if controller not in ("I", "PI"):
+        raise ValueError(f"{name}: 'controller' must be 'I' or 'PI', got {controller!r}")
+    c.pi = controller == "PI"
+    c.beta1 = _positive(options, "beta1", 0.7, name)
+    c.beta2 = _positive(options, "beta2", 0.4, name)
+    if "first_step" in options:
+        c.first_step = _positive(options, "first_step", 0.0, name)
+    if "min_step" in options:
+        value = options["min_step"]
+        if not isinstance(value, (int, float)) or not (value >= 0):
+            raise ValueError(f"{name}: 'min_step' must be a non-negative number, got {value!r}")
+        c.min_step = float(value)
+    c.max_step = _positive(options, "max_step", math.inf, name, allow_inf=True)
+    max_num_steps = options.get("max_num_steps", DEFAULT_MAX_NUM_STEPS)
+    if not isinstance(max_num_steps, int) or max_num_steps <= 0:
+        raise ValueError(f"{name}: 'max_num_steps' must be a positive int, got {max_num_steps!r}")
+    c.max_num_steps = max_num_steps
+    step_t = options.get("step_t", ())
+    step_t = step_t.detach().flatten().tolist() if isinstance(step_t, Tensor) else [float(x) for x in step_t]
+    if not all(math.isfinite(x) for x in step_t):
+        raise ValueError(f"{name}: 'step_t' must hold finite times")
+    direction = 1.0 if t.shape[0] < 2 or float(t[-1].detach()) >= float(t[0].detach()) else -1.0
+    c.step_t = sorted(step_t, key=lambda x: direction * x)
+    norm = options.get("norm", "full")
+    if norm not in ("full", "seminorm"):
+        raise ValueError(f"{name}: 'norm' must be 'full' or 'seminorm', got {norm!r}")
+    return c, norm
+
+
 class _AdjointSolve(torch.autograd.Function):
     """z at every observation time; backward is the continuous adjoint, run in C++."""
 
     @staticmethod
-    def forward(ctx, f, rule: _StepRule, adjoint_rule: _StepRule, params, y0, t, *param_tensors):
-        ys, _nfe = _C.solve_forward(f, y0, t, *rule.args(), False)
-        ctx.f, ctx.adjoint_rule, ctx.params = f, adjoint_rule, params
+    def forward(ctx, f, rule: _StepRule, adjoint_rule: _StepRule, params, stats, y0, t, *param_tensors):
+        ys, raw = _C.solve_forward(f, y0, t, *rule.args(), False)
+        if stats is not None:
+            stats.add_forward(raw)
+        ctx.f, ctx.adjoint_rule, ctx.params, ctx.stats = f, adjoint_rule, params, stats
         ctx.save_for_backward(t, ys)
         return ys
 
     @staticmethod
     def backward(ctx, grad_ys):
         t, ys = ctx.saved_tensors
-        need_t = ctx.needs_input_grad[5]
-        grad_y0, grad_t, grad_params, _nfe = _C.solve_adjoint(
+        need_t = ctx.needs_input_grad[6]
+        grad_y0, grad_t, grad_params, raw = _C.solve_adjoint(
             ctx.f, list(ctx.params), t, ys, grad_ys, *ctx.adjoint_rule.args(), need_t
         )
-        return (None, None, None, None, grad_y0, grad_t, *grad_params)
+        if ctx.stats is not None:
+            ctx.stats.add_backward(raw)
+        return (None, None, None, None, None, grad_y0, grad_t, *grad_params)
+
+
+class _AdaptiveAdjointSolve(torch.autograd.Function):
+    """Adaptive solve; backward is the adaptive continuous adjoint, run in C++."""
+
+    @staticmethod
+    def forward(ctx, f, method, control, adjoint, params, stats, y0, t, *param_tensors):
+        ys, raw, _ = _C.solve_adaptive(f, y0, t, method, control, False, False)
+        if stats is not None:
+            stats.add_forward(raw)
+        ctx.f, ctx.adjoint, ctx.params, ctx.stats = f, adjoint, params, stats
+        ctx.save_for_backward(t, ys)
+        return ys
+
+    @staticmethod
+    def backward(ctx, grad_ys):
+        t, ys = ctx.saved_tensors
+        method, control, norm = ctx.adjoint
+        grad_y0, grad_t, grad_params, raw = _C.solve_adaptive_adjoint(
+            ctx.f, list(ctx.params), t, ys, grad_ys, method, control, norm == "seminorm", ctx.needs_input_grad[7]
+        )
+        if ctx.stats is not None:
+            ctx.stats.add_backward(raw)
+        return (None, None, None, None, None, None, grad_y0, grad_t, *grad_params)
+
+
+class _CheckpointSolve(torch.autograd.Function):
+    """Adaptive solve that keeps its accepted steps; backward replays them one by one."""
+
+    @staticmethod
+    def forward(ctx, f, method, control, params, stats, y0, t, *param_tensors):
+        ys, raw, tape = _C.solve_adaptive(f, y0, t, method, control, False, True)
+        if stats is not None:
+            stats.add_forward(raw)
+        ctx.f, ctx.method, ctx.params, ctx.stats, ctx.tape = f, method, params, stats, tape
+        ctx.save_for_backward(t)
+        return ys
+
+    @staticmethod
+    def backward(ctx, grad_ys):
+        (t,) = ctx.saved_tensors
+        grad_y0, grad_params, raw = _C.solve_checkpoint_adjoint(
+            ctx.f, list(ctx.params), grad_ys, ctx.tape, ctx.method, t
+        )
+        ctx.tape = None
+        if ctx.stats is not None:
+            ctx.stats.add_backward(raw)
+        return (None, None, None, None, None, grad_y0, None, *grad_params)
+
+
+def _adjoint_params(func, adjoint_params) -> tuple:
+    if adjoint_params is None:
+        adjoint_params = tuple(func.parameters()) if isinstance(func, nn.Module) else ()
+    return tuple(p for p in adjoint_params if isinstance(p, Tensor) and p.requires_grad)
 
 
 def odeint(
@@ -157,13 +308,16 @@ def odeint(
     t: Tensor,
     *,
     method: Optional[str] = None,
-    rtol: float = 1e-7,
-    atol: float = 1e-9,
+    rtol: Union[float, Tensor] = 1e-7,
+    atol: Union[float, Tensor] = 1e-9,
     options: Optional[dict] = None,
     gradient: str = "backprop",
     adjoint_params: Optional[Sequence[Tensor]] = None,
     adjoint_method: Optional[str] = None,
+    adjoint_rtol: Union[float, Tensor, None] = None,
+    adjoint_atol: Union[float, Tensor, None] = None,
     adjoint_options: Optional[dict] = None,
+    stats: Optional[SolverStats] = None,
 ) -> Tensor:
     """Solve ``dy/dt = func(t, y)``, ``y(t[0]) = y0``; return ``y`` at every time in ``t``.
 
@@ -173,19 +327,32 @@ def odeint(
         y0: initial state, float32 or float64, any shape. With per-sample times its
             first dimension is the batch.
         t: observation times, strictly increasing or decreasing: 1-D ``(T,)``, passed to
-            ``func`` as 0-d tensors, or per-sample ``(T, batch, 1)``, passed as ``(batch, 1)``.
-        method: ``"euler"``, ``"midpoint"`` or ``"rk4"`` (classic RK4; default).
-        rtol, atol: accepted for API compatibility; fixed-step methods do not use them.
-        options: ``step_size`` (a uniform grid ``t[0] + k * step_size`` ending at ``t[-1]``,
-            outputs linearly interpolated, as torchdiffeq), or ``max_step`` (each interval cut
-            into ``n = ceil(max |t[i+1] - t[i]| / max_step)`` equal steps, the reference's rule);
-            neither: one step per interval. ``max_num_steps`` bounds the total (error beyond).
-        gradient: ``"backprop"`` (autograd through every step: RK-Net) or ``"adjoint"``
-            (continuous adjoint, O(1) memory in the number of steps).
-        adjoint_params: with ``"adjoint"``, the tensors to differentiate besides ``y0`` and
-            ``t``; default ``func.parameters()`` when ``func`` is a module.
-        adjoint_method, adjoint_options: with ``"adjoint"``, the backward solve's method and
-            options (default: those of the forward solve).
+            ``func`` as 0-d tensors, or per-sample ``(T, batch, 1)``, passed as ``(batch, 1)``
+            (fixed-step methods).
+        method: adaptive ``"dopri5"`` (default), ``"tsit5"``, ``"bosh3"``, or fixed-step
+            ``"euler"``, ``"midpoint"``, ``"rk4"`` (classic RK4).
+        rtol, atol: adaptive methods keep the RMS over elements of
+            ``err / (atol + rtol * max(|y0|, |y1|))`` at most 1 per step; numbers, or tensors
+            broadcastable to ``y0``. Fixed-step methods ignore them.
+        options: fixed-step: ``step_size`` (a uniform grid ``t[0] + k * step_size`` ending at
+            ``t[-1]``, outputs linearly interpolated, as torchdiffeq), or ``max_step`` (each
+            interval cut into ``n = ceil(max |t[i+1] - t[i]| / max_step)`` equal steps, the
+            reference's rule); neither: one step per interval; ``max_num_steps``.
+            Adaptive: ``first_step`` (default: Hairer's choice), ``safety`` (0.9), ``ifactor``
+            (10), ``dfactor`` (0.2), ``controller`` (``"I"``, or ``"PI"`` with ``beta1`` 0.7,
+            ``beta2`` 0.4), ``min_step``, ``max_step``, ``max_num_steps``, ``step_t`` (times
+            every step must land on, e.g. discontinuities of f). Observation times never
+            shorten a step: they are served from the method's dense output.
+        gradient: ``"backprop"`` (autograd through every step: RK-Net), ``"adjoint"``
+            (continuous adjoint, O(1) memory in the number of steps) or ``"checkpoint"``
+            (adaptive methods: discrete adjoint, exact, O(steps x |y0|) memory).
+        adjoint_params: with ``"adjoint"``/``"checkpoint"``, the tensors to differentiate
+            besides ``y0`` and ``t``; default ``func.parameters()`` when ``func`` is a module.
+        adjoint_method, adjoint_rtol, adjoint_atol, adjoint_options: with ``"adjoint"``, the
+            backward solve's method, tolerances and options (default: the forward's);
+            ``adjoint_options={"norm": "seminorm"}`` leaves the parameter adjoint out of the
+            error norm (Kidger et al. 2021), ``"full"`` (default) keeps it in.
+        stats: a :class:`neuralode.SolverStats` whose counters this solve adds to.
 
     Returns:
         ``y`` of shape ``(T, *y0.shape)``.
@@ -194,29 +361,85 @@ def odeint(
         raise ValueError(f"gradient must be one of {', '.join(map(repr, GRADIENT_MODES))}, got {gradient!r}")
     _check_state_and_times(y0, t)
     f = _as_callable(func)
+    method = _check_method(method, "method")
+    if stats is not None and not isinstance(stats, SolverStats):
+        raise TypeError(f"stats must be a neuralode.SolverStats, got {type(stats).__name__}")
+    if gradient == "backprop" and (
+        adjoint_params is not None or adjoint_method is not None or adjoint_options is not None
+        or adjoint_rtol is not None or adjoint_atol is not None
+    ):
+        raise ValueError("adjoint_params, adjoint_method, adjoint_rtol/atol and adjoint_options need gradient='adjoint'")
+    if method in ADAPTIVE_METHODS:
+        return _odeint_adaptive(
+            f, func, y0, t, method, rtol, atol, options, gradient, adjoint_params,
+            adjoint_method, adjoint_rtol, adjoint_atol, adjoint_options, stats,
+        )
+
+    for value, name in ((rtol, "rtol"), (atol, "atol")):
+        _tolerance(value, y0, name)
     rule = _step_rule(method, options, "options")
     if t.dim() == 3 and rule.kind == "step_size":
         raise ValueError("options: 'step_size' needs 1-D times; with per-sample times (T, batch, 1) use 'max_step'")
-    for rtol_atol, name in ((rtol, "rtol"), (atol, "atol")):
-        if not (float(rtol_atol) >= 0):
-            raise ValueError(f"{name} must be non-negative, got {rtol_atol}")
+    if gradient == "checkpoint":
+        raise ValueError(
+            f"gradient='checkpoint' needs an adaptive method ({', '.join(ADAPTIVE_METHODS)}); "
+            "with a fixed-step method use 'backprop' (exact) or 'adjoint' (O(1) memory)"
+        )
     if gradient == "backprop":
-        if adjoint_params is not None or adjoint_method is not None or adjoint_options is not None:
-            raise ValueError("adjoint_params, adjoint_method and adjoint_options need gradient='adjoint'")
-        ys, _nfe = _C.solve_forward(f, y0, t, *rule.args(), torch.is_grad_enabled())
+        ys, raw = _C.solve_forward(f, y0, t, *rule.args(), torch.is_grad_enabled())
+        if stats is not None:
+            stats.add_forward(raw)
         return ys
 
-    adjoint_rule = _step_rule(
-        adjoint_method if adjoint_method is not None else rule.method,
-        adjoint_options if adjoint_options is not None else options,
-        "adjoint_options",
-    )
+    if adjoint_rtol is not None or adjoint_atol is not None:
+        raise ValueError("adjoint_rtol/adjoint_atol apply to adaptive methods only")
+    adjoint_method = _check_method(adjoint_method if adjoint_method is not None else method, "adjoint_method")
+    if adjoint_method in ADAPTIVE_METHODS:
+        raise ValueError("adjoint_method: a fixed-step forward solve needs a fixed-step adjoint_method")
+    adjoint_rule = _step_rule(adjoint_method, adjoint_options if adjoint_options is not None else options, "adjoint_options")
     if t.dim() == 3 and adjoint_rule.kind == "step_size":
         raise ValueError("adjoint_options: 'step_size' needs 1-D times; use 'max_step'")
-    if adjoint_params is None:
-        adjoint_params = tuple(func.parameters()) if isinstance(func, nn.Module) else ()
-    params = tuple(p for p in adjoint_params if isinstance(p, Tensor) and p.requires_grad)
-    return _AdjointSolve.apply(f, rule, adjoint_rule, params, y0, t, *params)
+    params = _adjoint_params(func, adjoint_params)
+    return _AdjointSolve.apply(f, rule, adjoint_rule, params, stats, y0, t, *params)
+
+
+def _odeint_adaptive(
+    f, func, y0, t, method, rtol, atol, options, gradient, adjoint_params,
+    adjoint_method, adjoint_rtol, adjoint_atol, adjoint_options, stats,
+):
+    if t.dim() == 3:
+        raise ValueError(
+            "per-sample times (T, batch, 1) are supported by the fixed-step methods "
+            f"({', '.join(FIXED_STEP_METHODS)}) for now; pass 1-D times to {method!r}"
+        )
+    control, _ = _step_control(y0, t, rtol, atol, options, "options", adjoint=False)
+    if gradient != "adjoint" and t.requires_grad and torch.is_grad_enabled():
+        raise ValueError(
+            f"gradients w.r.t. t with an adaptive method need gradient='adjoint' (got {gradient!r}); "
+            "pass t.detach() or use the adjoint"
+        )
+    if gradient == "backprop":
+        ys, raw, _ = _C.solve_adaptive(f, y0, t, method, control, torch.is_grad_enabled(), False)
+        if stats is not None:
+            stats.add_forward(raw)
+        return ys
+    params = _adjoint_params(func, adjoint_params)
+    if gradient == "checkpoint":
+        if adjoint_method is not None or adjoint_options is not None or adjoint_rtol is not None or adjoint_atol is not None:
+            raise ValueError("gradient='checkpoint' replays the forward steps: it takes no adjoint_* settings")
+        return _CheckpointSolve.apply(f, method, control, params, stats, y0, t, *params)
+    adjoint_method = _check_method(adjoint_method if adjoint_method is not None else method, "adjoint_method")
+    if adjoint_method not in ADAPTIVE_METHODS:
+        raise ValueError("adjoint_method: an adaptive forward solve needs an adaptive adjoint_method")
+    adjoint_control, norm = _step_control(
+        y0, t,
+        rtol if adjoint_rtol is None else adjoint_rtol,
+        atol if adjoint_atol is None else adjoint_atol,
+        adjoint_options if adjoint_options is not None else {k: v for k, v in (options or {}).items() if k != "first_step"},
+        "adjoint_options",
+        adjoint=True,
+    )
+    return _AdaptiveAdjointSolve.apply(f, method, control, (adjoint_method, adjoint_control, norm), params, stats, y0, t, *params)
 
 
 def odeint_adjoint(
@@ -224,19 +447,24 @@ def odeint_adjoint(
     y0: Tensor,
     t: Tensor,
     *,
-    rtol: float = 1e-7,
-    atol: float = 1e-9,
+    rtol: Union[float, Tensor] = 1e-7,
+    atol: Union[float, Tensor] = 1e-9,
     method: Optional[str] = None,
     options: Optional[dict] = None,
+    adjoint_rtol: Union[float, Tensor, None] = None,
+    adjoint_atol: Union[float, Tensor, None] = None,
     adjoint_method: Optional[str] = None,
     adjoint_options: Optional[dict] = None,
     adjoint_params: Optional[Sequence[Tensor]] = None,
+    stats: Optional[SolverStats] = None,
 ) -> Tensor:
     """``odeint(..., gradient="adjoint")`` with torchdiffeq's keyword names.
 
     The backward pass solves the augmented system
     ``d/dt [z, a, a_t, a_theta] = [f, -a df/dz, -a df/dt, -a df/dtheta]`` from ``t[-1]``
-    to ``t[0]`` in one pass, adding ``dL/dz(t_i)`` to ``a`` at every observation time.
+    to ``t[0]`` in one pass, adding ``dL/dz(t_i)`` to ``a`` at every observation time
+    and carrying on with the current step size. ``a_theta`` and ``a_t`` are accumulated
+    outside the state (they never feed back into f).
     """
     return odeint(
         func,
@@ -249,5 +477,8 @@ def odeint_adjoint(
         gradient="adjoint",
         adjoint_params=adjoint_params,
         adjoint_method=adjoint_method,
+        adjoint_rtol=adjoint_rtol,
+        adjoint_atol=adjoint_atol,
         adjoint_options=adjoint_options,
+        stats=stats,
     )

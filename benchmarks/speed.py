@@ -1,0 +1,592 @@
+"""Speed of neuralode against torchdiffeq 0.2.5 and torchode 1.0.1, side by side.
+
+Every candidate solves the same problem with dopri5 (float32, rtol 1e-5, atol 1e-6,
+the same thread count) and the same initial weights (one seeded module shared by
+all), and we time one forward + backward: ``zero_grad``, solve, loss, ``backward``.
+Candidates are timed in turn, repeat by repeat (``timing.interleaved``), after a
+warm-up; we report medians, the dynamics evaluations (NFE) of the forward and of
+the backward pass, the steps taken, and speed ratios peer / neuralode (> 1: neuralode
+is faster).
+
+Problems (their sizes are fixed; ``--quick`` only cuts the repeats):
+
+* ``P1``: a batch of 512 two-dimensional states ``y0 ~ N(0, 1)``, dynamics an MLP
+  2-64-64-2 with ELU (time-independent), ``t = [0, 5]``, loss ``mean(z(5)^2)``.
+* ``P2``: the paper's non-linear spiral. 256 trajectories of the true dynamics
+  ``neuralode.dynamics.TestODEF`` (``A = [[-0.1, -1], [1, -0.1]]``,
+  ``B = [[-0.2, 1], [-1, -0.2]]``, ``x0 = [-1, 0]``) from initial states uniform in
+  ``[-2, 2]^2``, observed at 200 times in ``[0, 10]`` (classic RK4 in float64 with
+  ~0.01 steps, once, untimed, independent of every candidate). The model, an MLP
+  2-64-64-2 with ELU (time-independent), starts from the true initial states; loss
+  the MSE against the observations at all 200 times.
+
+Candidates: ``neuralode adjoint`` (``neuralode.odeint_adjoint``), ``neuralode
+backprop`` and ``neuralode checkpoint`` (``neuralode.odeint(..., gradient=...)``),
+``torchdiffeq adjoint`` (``torchdiffeq.odeint_adjoint``), ``torchdiffeq backprop``
+(``torchdiffeq.odeint``), ``torchode AutoDiffAdjoint`` (``Dopri5``,
+``IntegralController``, autograd through the solver; per-sample step sizes). A
+candidate that is not importable or raises is reported as "not available: <error>"
+and the others still run.
+
+Run::
+
+    python -m benchmarks.speed [--problem P1|P2|all] [--repeats N] [--quick]
+                               [--device cpu|cuda] [--out DIR]
+
+It prints a markdown table per problem and writes ``DIR/speed_<problem>_<device>.json``
+(default ``DIR``: ``benchmarks/results``) with every time, NFE, step count, the
+library statistics, and a correctness cross-check (each candidate's loss, and the
+largest difference of the first parameter's gradient to torchdiffeq's backprop,
+relative to the largest entry of the latter).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+from datetime import datetime, timezone
+from typing import Callable, Dict, List, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .timing import interleaved, machine_info, median
+
+RESULTS_DIR = os.path.join(os.path.dirname(__file__), "results")
+
+METHOD = "dopri5"
+RTOL = 1e-5
+ATOL = 1e-6
+DTYPE = torch.float32
+WARMUP = 2
+DEFAULT_REPEATS = 10
+QUICK_REPEATS = 3
+
+#: The candidate every gradient and loss is compared with.
+REFERENCE = "torchdiffeq backprop"
+
+CANDIDATES = (
+    "neuralode adjoint",
+    "neuralode backprop",
+    "neuralode checkpoint",
+    "torchdiffeq adjoint",
+    "torchdiffeq backprop",
+    "torchode AutoDiffAdjoint",
+)
+
+#: (label, peer, neuralode mode): reported as time(peer) / time(neuralode mode).
+RATIOS = (
+    ("torchdiffeq odeint_adjoint / neuralode adjoint", "torchdiffeq adjoint", "neuralode adjoint"),
+    ("torchdiffeq odeint / neuralode backprop", "torchdiffeq backprop", "neuralode backprop"),
+    ("torchode AutoDiffAdjoint / neuralode backprop", "torchode AutoDiffAdjoint", "neuralode backprop"),
+    ("torchdiffeq odeint / neuralode checkpoint", "torchdiffeq backprop", "neuralode checkpoint"),
+    ("torchode AutoDiffAdjoint / neuralode checkpoint", "torchode AutoDiffAdjoint", "neuralode checkpoint"),
+)
+
+
+def _not_available(err: BaseException) -> str:
+    msg = str(err).strip().splitlines()
+    return f"not available: {type(err).__name__}: {msg[0] if msg else ''}".rstrip(": ")
+
+
+# --------------------------------------------------------------------------- libraries
+
+
+def _import_libraries() -> Dict[str, object]:
+    """Each library, or the reason it is not available (a string)."""
+    libs: Dict[str, object] = {}
+    for name in ("neuralode", "torchdiffeq", "torchode"):
+        try:
+            libs[name] = __import__(name)
+        except Exception as err:  # ImportError, or a broken extension build
+            libs[name] = _not_available(err)
+    return libs
+
+
+def _version(lib) -> str:
+    return lib if isinstance(lib, str) else str(getattr(lib, "__version__", "unknown"))
+
+
+# --------------------------------------------------------------------------- dynamics
+
+
+class CountedMLP(nn.Module):
+    """MLP 2-64-64-2 with ELU, ``f(t, z)`` (torchdiffeq's and neuralode's convention),
+    time-independent. Counts its evaluations (``nfe``), and the steps torchdiffeq
+    reports through its callbacks (forward solve and adjoint solve separately)."""
+
+    def __init__(self, dim: int = 2, hidden: int = 64):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Linear(dim, hidden), nn.ELU(), nn.Linear(hidden, hidden), nn.ELU(), nn.Linear(hidden, dim)
+        )
+        self.reset_counters()
+
+    def reset_counters(self) -> None:
+        self.nfe = 0
+        self.steps = {"accepted": 0, "rejected": 0, "accepted_adjoint": 0, "rejected_adjoint": 0}
+
+    def forward(self, t: Tensor, z: Tensor) -> Tensor:
+        self.nfe += 1
+        return self.net(z)
+
+    # torchdiffeq's step callbacks (ignored by the other libraries).
+    def callback_accept_step(self, t0, y0, dt):
+        self.steps["accepted"] += 1
+
+    def callback_reject_step(self, t0, y0, dt):
+        self.steps["rejected"] += 1
+
+    def callback_accept_step_adjoint(self, t0, y0, dt):
+        self.steps["accepted_adjoint"] += 1
+
+    def callback_reject_step_adjoint(self, t0, y0, dt):
+        self.steps["rejected_adjoint"] += 1
+
+
+def _spiral_dynamics(libs):
+    """The paper's ``TestODEF`` with the tutorial's A, B, x0 (float64)."""
+    A = torch.tensor([[-0.1, -1.0], [1.0, -0.1]], dtype=torch.float64)
+    B = torch.tensor([[-0.2, 1.0], [-1.0, -0.2]], dtype=torch.float64)
+    x0 = torch.tensor([-1.0, 0.0], dtype=torch.float64)
+    if isinstance(libs["neuralode"], str):
+        # neuralode cannot be imported (e.g. its extension is being rebuilt): the same
+        # formula as neuralode.dynamics.TestODEF, so that the peers still run.
+        def rhs(x):
+            xTx0 = (x * x0).sum(dim=1, keepdim=True)
+            return torch.sigmoid(xTx0) * ((x - x0) @ A.T) + torch.sigmoid(-xTx0) * ((x + x0) @ B.T)
+
+        return rhs, "TestODEF formula (neuralode not importable)"
+    from neuralode.dynamics import TestODEF
+
+    true_f = TestODEF(A, B, x0)
+    return (lambda x: true_f(x, None)), "neuralode.dynamics.TestODEF"
+
+
+@torch.no_grad()
+def _rk4_observations(rhs, y0: Tensor, t: Tensor, substeps: int) -> Tensor:
+    """Classic RK4, ``substeps`` equal steps per observation interval: ``(T, *y0.shape)``."""
+    ys = [y0]
+    y = y0
+    for i in range(t.shape[0] - 1):
+        h = (t[i + 1] - t[i]) / substeps
+        for _ in range(substeps):
+            k1 = rhs(y)
+            k2 = rhs(y + 0.5 * h * k1)
+            k3 = rhs(y + 0.5 * h * k2)
+            k4 = rhs(y + h * k3)
+            y = y + h / 6.0 * (k1 + 2.0 * k2 + 2.0 * k3 + k4)
+        ys.append(y)
+    return torch.stack(ys)
+
+
+# --------------------------------------------------------------------------- problems
+
+
+@dataclasses.dataclass
+class Problem:
+    name: str
+    func: CountedMLP
+    y0: Tensor  # (batch, dim)
+    t: Tensor  # (T,)
+    loss: Callable[[Tensor], Tensor]  # ys (T, batch, dim) -> scalar
+    description: dict
+
+
+def build_problem(name: str, device: str, libs) -> Problem:
+    if name == "P1":
+        gen = torch.Generator().manual_seed(0)
+        y0 = torch.randn(512, 2, generator=gen, dtype=DTYPE)
+        torch.manual_seed(1)
+        func = CountedMLP()
+        t = torch.tensor([0.0, 5.0], dtype=DTYPE)
+        desc = {
+            "name": "P1",
+            "summary": "batch 512 of 2-D states, MLP 2-64-64-2 ELU dynamics, t = [0, 5], loss mean(z(5)^2)",
+            "batch": 512,
+            "state_dim": 2,
+            "times": [0.0, 5.0],
+            "y0": "N(0, 1), torch.Generator seed 0",
+            "model": "MLP 2-64-64-2 with ELU, time-independent, torch.manual_seed(1) init",
+            "loss": "mean(z(5)^2)",
+        }
+        return Problem("P1", func.to(device), y0.to(device), t.to(device), lambda ys: ys[-1].pow(2).mean(), desc)
+
+    if name == "P2":
+        batch, n_times, t_end, substeps = 256, 200, 10.0, 5
+        gen = torch.Generator().manual_seed(0)
+        x_init = torch.rand(batch, 2, generator=gen, dtype=torch.float64) * 4.0 - 2.0
+        t64 = torch.linspace(0.0, t_end, n_times, dtype=torch.float64)
+        rhs, source = _spiral_dynamics(libs)
+        obs64 = _rk4_observations(rhs, x_init, t64, substeps)
+        finer = _rk4_observations(rhs, x_init, t64, 2 * substeps)
+        data_error = float((obs64 - finer).abs().max())
+        obs = obs64.to(DTYPE).to(device)
+        torch.manual_seed(1)
+        func = CountedMLP()
+        desc = {
+            "name": "P2",
+            "summary": "the paper's non-linear spiral (TestODEF): 256 trajectories x 200 times in [0, 10], "
+            "MLP 2-64-64-2 ELU model, MSE over all times",
+            "batch": batch,
+            "state_dim": 2,
+            "observation_times": f"linspace(0, {t_end}, {n_times})",
+            "true_dynamics": source,
+            "A": [[-0.1, -1.0], [1.0, -0.1]],
+            "B": [[-0.2, 1.0], [-1.0, -0.2]],
+            "x0": [-1.0, 0.0],
+            "initial_states": "uniform in [-2, 2]^2, torch.Generator seed 0",
+            "data_solver": f"classic RK4 in float64, {substeps} equal steps per observation interval "
+            f"(h = {t_end / (n_times - 1) / substeps:.4f}), untimed",
+            "data_max_abs_change_with_half_step": data_error,
+            "observation_abs_max": float(obs64.abs().max()),
+            "model": "MLP 2-64-64-2 with ELU, time-independent, torch.manual_seed(1) init; starts from the true initial states",
+            "loss": "mse over all 200 times",
+        }
+        return Problem(
+            "P2", func.to(device), obs[0].contiguous(), t64.to(DTYPE).to(device), lambda ys: F.mse_loss(ys, obs), desc
+        )
+
+    raise ValueError(f"unknown problem {name!r}")
+
+
+# --------------------------------------------------------------------------- candidates
+
+#: A solve: given a dict to collect library statistics into (or None while timed),
+#: returns the loss. ``None``: the candidate is not available (see ``errors``).
+Solve = Callable[[Optional[dict]], Tensor]
+
+
+def make_candidates(problem: Problem, libs) -> Dict[str, object]:
+    """name -> solve function, or "not available: ..." (a string)."""
+    func, y0, t, loss = problem.func, problem.y0, problem.t, problem.loss
+    out: Dict[str, object] = {}
+
+    nlo = libs["neuralode"]
+    for mode in ("adjoint", "backprop", "checkpoint"):
+        name = f"neuralode {mode}"
+        if isinstance(nlo, str):
+            out[name] = nlo
+            continue
+
+        def solve(collect, mode=mode):
+            kwargs = {}
+            if collect is not None and collect.get("use_stats", False):
+                kwargs["stats"] = collect["neuralode_stats"] = nlo.SolverStats()
+            if mode == "adjoint":
+                ys = nlo.odeint_adjoint(func, y0, t, method=METHOD, rtol=RTOL, atol=ATOL, **kwargs)
+            else:
+                ys = nlo.odeint(func, y0, t, method=METHOD, rtol=RTOL, atol=ATOL, gradient=mode, **kwargs)
+            return loss(ys)
+
+        out[name] = solve
+
+    tdq = libs["torchdiffeq"]
+    for name, fn_name in (("torchdiffeq adjoint", "odeint_adjoint"), ("torchdiffeq backprop", "odeint")):
+        if isinstance(tdq, str):
+            out[name] = tdq
+            continue
+
+        def solve(collect, fn=getattr(tdq, fn_name)):
+            return loss(fn(func, y0, t, method=METHOD, rtol=RTOL, atol=ATOL))
+
+        out[name] = solve
+
+    tode = libs["torchode"]
+    name = "torchode AutoDiffAdjoint"
+    if isinstance(tode, str):
+        out[name] = tode
+    else:
+        term = tode.ODETerm(func)
+        step_method = tode.Dopri5(term=term)
+        controller = tode.IntegralController(atol=ATOL, rtol=RTOL, term=term)
+        solver = tode.AutoDiffAdjoint(step_method, controller)
+        t_eval = t.unsqueeze(0).repeat(y0.shape[0], 1)  # torchode: per-sample times (batch, T)
+
+        def solve(collect):
+            sol = solver.solve(tode.InitialValueProblem(y0=y0, t_eval=t_eval))
+            if collect is not None:
+                collect["torchode_solution"] = sol
+            return loss(sol.ys.transpose(0, 1))  # (batch, T, dim) -> (T, batch, dim)
+
+        out[name] = solve
+    return out
+
+
+def _plain(x):
+    """JSON-friendly numbers from tensors."""
+    if isinstance(x, Tensor):
+        return x.item() if x.numel() == 1 else x.tolist()
+    if isinstance(x, (int, float, str, bool)) or x is None:
+        return x
+    if isinstance(x, dict):
+        return {k: _plain(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_plain(v) for v in x]
+    return repr(x)
+
+
+def _stats_dict(stats) -> dict:
+    """The fields of a ``neuralode.SolverStats`` (dataclass, plain object or pybind class)."""
+    if getattr(stats, "__dict__", None):
+        d = dict(vars(stats))
+    elif dataclasses.is_dataclass(stats):
+        d = dataclasses.asdict(stats)
+    else:
+        d = {}
+        for k in dir(stats):
+            if k.startswith("_"):
+                continue
+            v = getattr(stats, k)
+            if not callable(v):
+                d[k] = v
+    return {k: _plain(v) for k, v in d.items()}
+
+
+def _profile_once(name: str, solve: Solve, problem: Problem, libs) -> dict:
+    """One untimed forward + backward with counters: NFE and steps of each pass, the
+    library's own statistics, the loss and the first parameter's gradient."""
+    func = problem.func
+    nlo = libs["neuralode"]
+    collect: dict = {}
+    library_stats = None
+    if name.startswith("neuralode"):
+        if hasattr(nlo, "SolverStats"):
+            collect["use_stats"] = True
+        else:
+            library_stats = "not available: neuralode has no SolverStats"
+
+    def forward(collect):
+        func.zero_grad(set_to_none=True)
+        func.reset_counters()
+        return solve(collect)
+
+    try:
+        loss = forward(collect)
+    except TypeError as err:
+        if not collect.get("use_stats") or "stats" not in str(err):
+            raise
+        library_stats = _not_available(err) + " (the solve was repeated without stats=)"
+        collect = {}
+        loss = forward(collect)
+    nfe_forward = func.nfe
+    steps_forward = dict(func.steps)
+    loss.backward()
+    nfe_backward = func.nfe - nfe_forward
+    steps_all = dict(func.steps)
+
+    result = {
+        "nfe_forward": nfe_forward,
+        "nfe_backward": nfe_backward,
+        "loss": float(loss.detach()),
+        "steps_forward": None,
+        "steps_backward": None,
+    }
+    if name.startswith("torchdiffeq"):
+        result["steps_forward"] = {"accepted": steps_forward["accepted"], "rejected": steps_forward["rejected"]}
+        if name.endswith("adjoint"):
+            result["steps_backward"] = {
+                "accepted": steps_all["accepted_adjoint"],
+                "rejected": steps_all["rejected_adjoint"],
+            }
+    if "neuralode_stats" in collect:
+        library_stats = _stats_dict(collect["neuralode_stats"])
+        acc, rej = library_stats.get("steps_accepted"), library_stats.get("steps_rejected")
+        if acc is not None:
+            result["steps_forward"] = {"accepted": acc, "rejected": rej}
+
+        def backward_field(word):
+            keys = [k for k in library_stats if word in k and ("backward" in k or "adjoint" in k)]
+            return library_stats[keys[0]] if keys else None
+
+        if backward_field("accepted") is not None:
+            result["steps_backward"] = {"accepted": backward_field("accepted"), "rejected": backward_field("rejected")}
+    if "torchode_solution" in collect:
+        sol = collect["torchode_solution"]
+        n_steps, n_acc = sol.stats["n_steps"], sol.stats["n_accepted"]
+        library_stats = {
+            "status_all_success": bool((sol.status == 0).all()),
+            "n_f_evals": _plain(sol.stats["n_f_evals"].max()),
+            "n_steps_max": _plain(n_steps.max()),
+            "n_steps_mean": float(n_steps.double().mean()),
+            "n_accepted_min": _plain(n_acc.min()),
+            "n_accepted_max": _plain(n_acc.max()),
+            "n_accepted_mean": float(n_acc.double().mean()),
+        }
+        # Per-sample step sizes: the batched loop runs max(n_steps) iterations.
+        result["steps_forward"] = {
+            "iterations": library_stats["n_steps_max"],
+            "accepted_per_sample_max": library_stats["n_accepted_max"],
+        }
+    result["library_stats"] = library_stats
+    first = next(func.parameters())
+    result["_grad"] = None if first.grad is None else first.grad.detach().clone()
+    return result
+
+
+def _steps_text(r: dict) -> str:
+    def fmt(s):
+        if s is None:
+            return "-"
+        if "iterations" in s:
+            return f"{s['iterations']} it."
+        if s.get("rejected") is None:
+            return f"{s['accepted']}"
+        return f"{s['accepted']}+{s['rejected']}r"
+
+    return f"{fmt(r.get('steps_forward'))} / {fmt(r.get('steps_backward'))}"
+
+
+# --------------------------------------------------------------------------- run
+
+
+def run_problem(problem_name: str, repeats: int, device: str, out_dir: str, libs, command: str) -> dict:
+    problem = build_problem(problem_name, device, libs)
+    solves = make_candidates(problem, libs)
+    func = problem.func
+
+    results: Dict[str, dict] = {}
+    timed: Dict[str, Callable[[], None]] = {}
+    for name in CANDIDATES:
+        solve = solves[name]
+        if isinstance(solve, str):
+            results[name] = {"available": False, "error": solve}
+            continue
+        try:
+            profile = _profile_once(name, solve, problem, libs)
+        except Exception as err:
+            results[name] = {"available": False, "error": _not_available(err)}
+            continue
+        results[name] = {"available": True, "error": None, **profile}
+
+        def step(solve=solve):
+            func.zero_grad(set_to_none=True)
+            solve(None).backward()
+
+        timed[name] = step
+
+    times = interleaved(timed, repeats=repeats, warmup=WARMUP, device=device) if timed else {}
+    for name, secs in times.items():
+        results[name]["median_seconds"] = median(secs)
+        results[name]["all_seconds"] = secs
+
+    # Correctness cross-check against torchdiffeq's backprop (or the first available).
+    ref_name = REFERENCE if results.get(REFERENCE, {}).get("available") else next(
+        (n for n in CANDIDATES if results[n].get("available")), None
+    )
+    if ref_name is not None:
+        ref = results[ref_name]
+        for name, r in results.items():
+            if not r.get("available"):
+                continue
+            r["loss_rel_diff"] = abs(r["loss"] - ref["loss"]) / abs(ref["loss"]) if ref["loss"] else None
+            g, g_ref = r["_grad"], ref["_grad"]
+            if g is None or g_ref is None:
+                r["grad_max_rel_diff"] = None
+            else:
+                r["grad_max_rel_diff"] = float((g - g_ref).abs().max() / g_ref.abs().max())
+    for r in results.values():
+        r.pop("_grad", None)
+
+    ratios = {}
+    for label, peer, mode in RATIOS:
+        missing = [n for n in (peer, mode) if "median_seconds" not in results[n]]
+        if missing:
+            ratios[label] = f"not available: {', '.join(missing)} not available"
+        else:
+            ratios[label] = results[peer]["median_seconds"] / results[mode]["median_seconds"]
+
+    result = {
+        "benchmark": "speed",
+        "problem": problem.description,
+        "solver": {
+            "method": METHOD,
+            "rtol": RTOL,
+            "atol": ATOL,
+            "dtype": "float32",
+            "notes": "torchdiffeq: one step size for the whole batch, RMS error norm over the batch "
+            "(adjoint: default adjoint options, same tolerances); torchode: per-sample step sizes and "
+            "error norms (IntegralController), not compiled; neuralode: timed without stats=",
+        },
+        "timed": "zero_grad + solve + loss + backward, interleaved, median over repeats after warm-up",
+        "repeats": repeats,
+        "warmup": WARMUP,
+        "libraries": {name: _version(lib) for name, lib in libs.items()},
+        "candidates": results,
+        "ratios_peer_over_neuralode": ratios,
+        "cross_check": {
+            "reference": ref_name,
+            "gradient_parameter": "first parameter (net.0.weight, 64x2)",
+            "grad_max_rel_diff": "max |g - g_ref| / max |g_ref|",
+            "loss_rel_diff": "|loss - loss_ref| / |loss_ref|",
+        },
+        "machine": machine_info(device),
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "command": command,
+    }
+    os.makedirs(out_dir, exist_ok=True)
+    path = os.path.join(out_dir, f"speed_{problem_name}_{device.split(':')[0]}.json")
+    with open(path, "w") as fh:
+        json.dump(result, fh, indent=2)
+    print_table(result, path)
+    return result
+
+
+def print_table(result: dict, path: str) -> None:
+    m = result["machine"]
+    print(f"\n### {result['problem']['name']}: {result['problem']['summary']}\n")
+    print(
+        f"dopri5, rtol {RTOL:g}, atol {ATOL:g}, float32, {m['device']}, {m['threads']} threads, "
+        f"torch {m['torch']}, median of {result['repeats']} after {result['warmup']} warm-up; "
+        + ", ".join(f"{k} {v}" for k, v in result["libraries"].items())
+        + "\n"
+    )
+    print("| candidate | median ms | NFE fwd / bwd | steps fwd / bwd | loss | grad rel. diff |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    for name, r in result["candidates"].items():
+        if not r.get("available"):
+            print(f"| {name} | {r['error']} | | | | |")
+            continue
+        ms = f"{r['median_seconds'] * 1e3:.2f}" if "median_seconds" in r else "-"
+        gd = r.get("grad_max_rel_diff")
+        print(
+            f"| {name} | {ms} | {r['nfe_forward']} / {r['nfe_backward']} | {_steps_text(r)} | "
+            f"{r['loss']:.6g} | {'-' if gd is None else f'{gd:.1e}'} |"
+        )
+    print("\n| speed ratio (peer / neuralode, > 1: neuralode faster) | value |")
+    print("| --- | ---: |")
+    for label, v in result["ratios_peer_over_neuralode"].items():
+        print(f"| {label} | {v if isinstance(v, str) else f'{v:.2f}x'} |")
+    for name, r in result["candidates"].items():
+        if name.startswith("neuralode") and r.get("available"):
+            print(f"\n{name} statistics: {r['library_stats']}")
+    print(f"\ngradient reference: {result['cross_check']['reference']}; written {path}")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--problem", default="all", choices=("P1", "P2", "all"))
+    parser.add_argument("--repeats", type=int, default=DEFAULT_REPEATS)
+    parser.add_argument("--quick", action="store_true", help=f"{QUICK_REPEATS} repeats (same problem sizes)")
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    parser.add_argument("--out", default=RESULTS_DIR)
+    args = parser.parse_args(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: torch sees no CUDA device")
+    repeats = QUICK_REPEATS if args.quick else args.repeats
+    if repeats < 1:
+        parser.error("--repeats must be >= 1")
+    command = "python -m benchmarks.speed " + " ".join(
+        [f"--problem {args.problem}", f"--repeats {repeats}", f"--device {args.device}"]
+    )
+    libs = _import_libraries()
+    problems = ("P1", "P2") if args.problem == "all" else (args.problem,)
+    return {p: run_problem(p, repeats, args.device, args.out, libs, command) for p in problems}
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,109 @@
+// CPU kernel of rk_solution_error: y1 = y0 + dt * sum_j b_j k_j and the sum of
+// squared scaled errors of err = dt * sum_j e_j k_j, in one pass over the inputs.
+#define TORCH_ASSERT_ONLY_METHOD_OPERATORS
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <ATen/Parallel.h>
+#include <ATen/ops/empty_like.h>
+#include <ATen/ops/scalar_tensor.h>
+
+#include <algorithm>
+#include <array>
+#include <functional>
+
+#include "../stage_combine.h"
+#include "../stage_math.h"
+
+namespace neuralode {
+namespace {
+
+constexpr int64_t kBlock = 256;
+constexpr int64_t kGrain = 32768;
+
+struct Operands {
+  int n_ks;
+  int64_t rows, inner;
+  bool rtol_each, atol_each;  // one tolerance per element (else one in all)
+};
+
+// Elements [begin, end): accumulates both weighted sums over an L1-sized block,
+// then closes the block; returns the block range's sum of squared scaled errors.
+template <typename scalar_t>
+double solution_error_range(const scalar_t* y0, const scalar_t* const* ks,
+                            const at::opmath_type<scalar_t>* b, const at::opmath_type<scalar_t>* e,
+                            const scalar_t* dt, const scalar_t* rtol, const scalar_t* atol,
+                            const Operands& o, scalar_t* y1, int64_t begin, int64_t end) {
+  using acc_t = at::opmath_type<scalar_t>;
+  acc_t acc_b[kBlock], acc_e[kBlock];
+  double sum = 0.0;
+  for (int64_t base = begin; base < end; base += kBlock) {
+    const int64_t n = std::min(kBlock, end - base);
+    for (int64_t i = 0; i < n; ++i) acc_b[i] = acc_e[i] = acc_t(0);
+    for (int j = 0; j < o.n_ks; ++j) {
+      const scalar_t* k = ks[j] + base;
+      const acc_t cb = b[j], ce = e[j];
+      for (int64_t i = 0; i < n; ++i) {
+        acc_b[i] = math::stage_accumulate(acc_b[i], cb, static_cast<acc_t>(k[i]));
+        acc_e[i] = math::stage_accumulate(acc_e[i], ce, static_cast<acc_t>(k[i]));
+      }
+    }
+    for (int64_t i = 0; i < n;) {
+      const int64_t row = o.rows > 1 ? (base + i) / o.inner : 0;
+      const int64_t stop = o.rows > 1 ? std::min(n, (row + 1) * o.inner - base) : n;
+      const acc_t h = dt == nullptr ? acc_t(1) : static_cast<acc_t>(dt[row]);
+      for (; i < stop; ++i) {
+        const int64_t idx = base + i;
+        const scalar_t out = math::stage_finish(y0[idx], h, acc_b[i]);
+        y1[idx] = out;
+        sum += static_cast<double>(math::scaled_error_sq<acc_t>(
+            static_cast<acc_t>(y0[idx]), static_cast<acc_t>(out), h * acc_e[i],
+            static_cast<acc_t>(rtol[o.rtol_each ? idx : 0]),
+            static_cast<acc_t>(atol[o.atol_each ? idx : 0])));
+      }
+    }
+  }
+  return sum;
+}
+
+}  // namespace
+
+std::tuple<at::Tensor, at::Tensor> rk_solution_error_cpu(
+    const at::Tensor& y0_in, at::TensorList ks_in, at::ArrayRef<double> b_in,
+    at::ArrayRef<double> e_in, const std::optional<at::Tensor>& dt_in, const at::Tensor& rtol_in,
+    const at::Tensor& atol_in) {
+  TORCH_CHECK(b_in.size() == e_in.size(), "rk_solution_error: b has ", b_in.size(),
+              " weights but e has ", e_in.size());
+  StageCombineOperands ops = check_stage_combine(y0_in, ks_in, b_in, dt_in);
+  auto [rtol, atol] = check_tolerances(ops.y0, rtol_in, atol_in);
+  TORCH_CHECK(ops.y0.device().is_cpu(), "rk_solution_error_cpu: y0 must be on the CPU");
+  at::Tensor y1 = at::empty_like(ops.y0);
+  const int64_t numel = ops.y0.numel();
+  double total = 0.0;
+  AT_DISPATCH_FLOATING_TYPES(ops.y0.scalar_type(), "rk_solution_error_cpu", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    Operands o{static_cast<int>(ops.ks.size()), ops.rows, ops.inner, rtol.numel() > 1,
+               atol.numel() > 1};
+    std::array<const scalar_t*, math::kMaxStages> kp{};
+    std::array<acc_t, math::kMaxStages> bp{}, ep{};
+    for (int j = 0; j < o.n_ks; ++j) {
+      kp[j] = ops.ks[j].data_ptr<scalar_t>();
+      bp[j] = static_cast<acc_t>(b_in[j]);
+      ep[j] = static_cast<acc_t>(e_in[j]);
+    }
+    const scalar_t* y0 = ops.y0.data_ptr<scalar_t>();
+    const scalar_t* dt = ops.dt ? ops.dt->data_ptr<scalar_t>() : nullptr;
+    const scalar_t* rt = rtol.data_ptr<scalar_t>();
+    const scalar_t* at_ = atol.data_ptr<scalar_t>();
+    scalar_t* out = y1.data_ptr<scalar_t>();
+    total = at::parallel_reduce(
+        0, numel, kGrain, 0.0,
+        [&](int64_t begin, int64_t end, double ident) {
+          return ident + solution_error_range<scalar_t>(y0, kp.data(), bp.data(), ep.data(), dt,
+                                                        rt, at_, o, out, begin, end);
+        },
+        std::plus<double>());
+  });
+  return {y1, at::scalar_tensor(total, ops.y0.options().dtype(at::kDouble))};
+}
+
+}  // namespace neuralode
