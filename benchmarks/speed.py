@@ -1,7 +1,7 @@
 """Speed of neuralode against torchdiffeq 0.2.5 and torchode 1.0.1, side by side.
 
 Every candidate solves the same problem with dopri5 (float32, rtol 1e-5, atol 1e-6,
-the same thread count) and the same initial weights (one seeded module shared by
+the same thread count) and the same initial weights (one seeded module used by
 all), and we time one forward + backward: ``zero_grad``, solve, loss, ``backward``.
 Candidates are timed in turn, repeat by repeat (``timing.interleaved``), after a
 warm-up; we report medians, the dynamics evaluations (NFE) of the forward and of
@@ -532,7 +532,7 @@ def run_problem(problem_name: str, repeats: int, device: str, out_dir: str, libs
     path = os.path.join(out_dir, f"speed_{problem_name}_{device.split(':')[0]}.json")
     with open(path, "w") as fh:
         json.dump(result, fh, indent=2)
-    print_table(result, path)
+    print_table(result, os.path.relpath(path))
     return result
 
 

@@ -120,15 +120,22 @@ at::Tensor interpolate(const Combiner& combine, const Tableau& tab, double theta
   return combine(y0, terms, coeffs, at::Tensor());
 }
 
+// The time of stage i of a step from t over h: stages with c_i = 1 sit at t_end,
+// which for a step that ends on a knot (step_t) is just before the knot, so that
+// f is sampled on the step's own side of a discontinuity.
+double stage_clock(const Tableau& tab, int i, double t, double h, double t_end) {
+  return tab.c[i] == 1.0 ? t_end : t + tab.c[i] * h;
+}
+
 // The stages k_1 .. k_{s-1} of one step from (t, z) over h, given k_0.
 void fill_stages(Dynamics& f, const Tableau& tab, const StageCoefficients& coef,
-                 const Combiner& combine, double t, double h, const at::Tensor& dt,
+                 const Combiner& combine, double t, double h, double t_end, const at::Tensor& dt,
                  const at::Tensor& z, const at::TensorOptions& t_options,
                  std::vector<at::Tensor>& ks) {
   ks.resize(1);
   for (int i = 1; i < tab.stages; ++i) {
     at::Tensor zi = combine(z, ks, coef.a[i], dt);
-    ks.push_back(f(at::scalar_tensor(t + tab.c[i] * h, t_options), zi));
+    ks.push_back(f(at::scalar_tensor(stage_clock(tab, i, t, h, t_end), t_options), zi));
   }
 }
 
@@ -152,6 +159,11 @@ double next_knot(const std::vector<double>& knots, double t, double direction) {
 at::Tensor param_tol(const at::Tensor& tol, const at::Tensor& like) {
   return (tol.numel() == 1 ? tol.reshape({}) : tol.amax()).to(like.scalar_type());
 }
+
+// Whether a step of h_abs from t should end at `stop`: when it reaches it, or
+// would leave less than 1% of a step before it (stretching the step by at most
+// 1% beats a sliver step; the error estimate is of the step actually taken).
+bool reaches(double t, double stop, double h_abs) { return std::abs(stop - t) <= 1.01 * h_abs; }
 
 [[noreturn]] void fail_non_finite(const char* what, double t, double h) {
   TORCH_CHECK_VALUE(false, what, " became NaN or Inf in the step from t=", num(t), " with dt=",
@@ -193,6 +205,7 @@ AdaptiveForwardResult solve_adaptive_forward(Dynamics& f, const at::Tensor& y0,
     const double direction = times[T - 1] >= times[0] ? 1.0 : -1.0;
     const int64_t n = y0.numel();
     double tc = times[0];
+    double t_first = tc;  // where k_0 of the next step was sampled
     at::Tensor z = y0;
     std::vector<at::Tensor> ks{f(at::scalar_tensor(tc, t_options), z)};
     double h_abs = control.first_step > 0
@@ -203,21 +216,24 @@ AdaptiveForwardResult solve_adaptive_forward(Dynamics& f, const at::Tensor& y0,
     while (j < T) {
       h_abs = std::min(h_abs, control.max_step);
       const double knot = next_knot(control.step_t, tc, direction);
-      const bool hits_knot = std::abs(knot - tc) <= h_abs;
+      const bool hits_knot = reaches(tc, knot, h_abs);
       const double h_try = hits_knot ? std::abs(knot - tc) : h_abs;
       check_step(control, r.stats, tc, h_try, direction);
       const double h = direction * h_try;
       const double t_next = hits_knot ? knot : tc + h;
       const at::Tensor dt = at::scalar_tensor(h, z_options);
 
-      fill_stages(f, tab, coef, combine, tc, h, dt, z, t_options, ks);
+      // On a knot, the last stages sample f just before it and the next step's first
+      // stage just after it: step_t marks where f may jump.
+      const double t_stage_end = hits_knot ? std::nextafter(t_next, tc) : t_next;
+      fill_stages(f, tab, coef, combine, tc, h, t_stage_end, dt, z, t_options, ks);
       auto [y1, err_sq] = rk_solution_error(z, ks, coef.b, coef.e, dt, control.rtol, control.atol);
       const double ratio = std::sqrt(err_sq.item<double>() / std::max<int64_t>(n, 1));
       if (std::isnan(ratio)) fail_non_finite("the solution", tc, h);
       const bool accepted = ratio <= 1.0;
       if (accepted) {
-        at::Tensor f1 = tab.fsal ? ks.back() : f(at::scalar_tensor(t_next, t_options), y1);
-        StepRecord step{tc, h, z, {}};
+        at::Tensor f1 = tab.fsal ? ks.back() : f(at::scalar_tensor(t_stage_end, t_options), y1);
+        StepRecord step{tc, h, t_first, t_stage_end, z, {}};
         for (; j < T && direction * (times[j] - t_next) <= 0; ++j) {
           const double theta = (times[j] - tc) / h;
           out[j] = times[j] == t_next ? y1 : interpolate(combine, tab, theta, h, z, y1, ks, f1);
@@ -225,7 +241,9 @@ AdaptiveForwardResult solve_adaptive_forward(Dynamics& f, const at::Tensor& y0,
         }
         if (record) r.steps.push_back(std::move(step));
         z = y1;
-        ks.assign(1, f1);
+        ks.assign(1, hits_knot ? f(at::scalar_tensor(std::nextafter(t_next, t_next + h), t_options), y1)
+                               : f1);
+        t_first = hits_knot ? std::nextafter(t_next, t_next + h) : t_next;
         tc = t_next;
         ++r.stats.accepted;
       } else {
@@ -276,9 +294,6 @@ AdaptiveAdjointResult solve_adaptive_adjoint(Dynamics& f, const at::Tensor& t,
 
   if (T > 1) {
     const double direction = times[0] >= times[T - 1] ? 1.0 : -1.0;  // backwards in time
-    const int64_t n_state = z.numel() + a.numel();
-    int64_t n_params = 0;
-    for (const at::Tensor& p : params) n_params += p.numel();
     double tc = times[T - 1];
     // The first stage: f and the products a . df/dz, a . df/dt, a . df/dtheta at (tc, z, a).
     // FSAL methods reuse the last stage of an accepted step (it sits at (t1, z1, a1)).
@@ -292,11 +307,13 @@ AdaptiveAdjointResult solve_adaptive_adjoint(Dynamics& f, const at::Tensor& t,
         h_abs = std::min(h_abs, control.max_step);
         const double knot = next_knot(control.step_t, tc, direction);
         const double stop = direction * (knot - target) < 0 ? knot : target;
-        const bool hits_stop = std::abs(stop - tc) <= h_abs;
+        const bool hits_stop = reaches(tc, stop, h_abs);
         const double h_try = hits_stop ? std::abs(stop - tc) : h_abs;
         check_step(control, r.stats, tc, h_try, direction);
         const double h = direction * h_try;
         const at::Tensor dt = at::scalar_tensor(h, z_options);
+        const bool on_knot = hits_stop && stop != target;
+        const double t_end = hits_stop ? (on_knot ? std::nextafter(stop, tc) : stop) : tc + h;
 
         // Stages of [z, a]: kz = f, kv = a . df/dz (a's derivative is -kv).
         std::vector<at::Tensor> kz{first.f}, kv{first.wz.defined() ? first.wz : at::zeros_like(a)};
@@ -304,15 +321,18 @@ AdaptiveAdjointResult solve_adaptive_adjoint(Dynamics& f, const at::Tensor& t,
         for (int s = 1; s < tab.stages; ++s) {
           at::Tensor zs = combine(z, kz, coef.a[s], dt);
           at::Tensor as = combine(a, kv, coef.minus_a[s], dt);
-          stages.push_back(f.vjp(at::scalar_tensor(tc + tab.c[s] * h, t_options), zs, as, need_t));
+          stages.push_back(
+              f.vjp(at::scalar_tensor(stage_clock(tab, s, tc, h, t_end), t_options), zs, as, need_t));
           kz.push_back(stages.back().f);
           kv.push_back(stages.back().wz.defined() ? stages.back().wz : at::zeros_like(a));
         }
         auto [z1, sq_z] = rk_solution_error(z, kz, coef.b, coef.e, dt, control.rtol, control.atol);
         auto [a1, sq_a] =
             rk_solution_error(a, kv, coef.minus_b, coef.minus_e, dt, control.rtol, control.atol);
-        at::Tensor sq = sq_z + sq_a;
-        int64_t n = n_state;
+        // A mixed norm, as torchdiffeq's: the largest of the RMS ratios of z, of a and
+        // (full norm) of each parameter's adjoint, so that no part dilutes another.
+        std::vector<at::Tensor> mean_sq{sq_z / static_cast<double>(std::max<int64_t>(z.numel(), 1)),
+                                        sq_a / static_cast<double>(std::max<int64_t>(a.numel(), 1))};
         // The parameter adjoint's own update and error estimate, outside the state:
         // dtheta = -dt * sum_j b_j (a_j . df/dtheta), err = -dt * sum_j e_j (...).
         std::vector<at::Tensor> d_params(params.size());
@@ -323,17 +343,16 @@ AdaptiveAdjointResult solve_adaptive_adjoint(Dynamics& f, const at::Tensor& t,
             if (coef.b[s] != 0.0) upd.add_(stages[s].wp[p], -h * coef.b[s]);
             if (!seminorm && coef.e[s] != 0.0) err.add_(stages[s].wp[p], -h * coef.e[s]);
           }
-          if (!seminorm) {
+          if (!seminorm && err.numel() > 0) {
             const at::Tensor new_p = a_params[p] + upd;
             const at::Tensor scale = param_tol(control.atol, err) +
                                      param_tol(control.rtol, err) *
                                          a_params[p].abs().maximum(new_p.abs());
-            sq = sq + (err / scale).pow(2).sum().to(at::kDouble);
+            mean_sq.push_back((err / scale).pow(2).mean().to(at::kDouble));
           }
           d_params[p] = std::move(upd);
         }
-        if (!seminorm) n += n_params;
-        const double ratio = std::sqrt(sq.item<double>() / std::max<int64_t>(n, 1));
+        const double ratio = std::sqrt(at::stack(mean_sq).max().item<double>());
         if (std::isnan(ratio)) fail_non_finite("the adjoint solve", tc, h);
         const bool accepted = ratio <= 1.0;
         if (accepted) {
@@ -347,10 +366,11 @@ AdaptiveAdjointResult solve_adaptive_adjoint(Dynamics& f, const at::Tensor& t,
           a = a1;
           tc = hits_stop ? stop : tc + h;
           ++r.stats.accepted;
-          if (tab.fsal) {
+          if (tab.fsal && !on_knot) {
             first = stages.back();
           } else if (tc != target) {
-            first = f.vjp(at::scalar_tensor(tc, t_options), z, a, need_t);
+            const double t_first = on_knot ? std::nextafter(tc, tc + h) : tc;
+            first = f.vjp(at::scalar_tensor(t_first, t_options), z, a, need_t);
           }
         } else {
           ++r.stats.rejected;
@@ -395,8 +415,8 @@ AdaptiveAdjointResult solve_checkpoint_adjoint(Dynamics& f, const at::Tensor& gr
     c10::AutoGradMode enable_grad(true);
     at::Tensor z0 = step->z0.detach().requires_grad_(true);
     const at::Tensor dt = at::scalar_tensor(step->h, z0.options().requires_grad(false));
-    std::vector<at::Tensor> ks{f(at::scalar_tensor(step->t0, t_options), z0)};
-    fill_stages(f, tab, coef, combine, step->t0, step->h, dt, z0, t_options, ks);
+    std::vector<at::Tensor> ks{f(at::scalar_tensor(step->t_first, t_options), z0)};
+    fill_stages(f, tab, coef, combine, step->t0, step->h, step->t_stage_end, dt, z0, t_options, ks);
     at::Tensor y1 = combine(z0, ks, coef.b, dt);
     // Cotangents: dL/dy1 is a (from later steps) plus the observations at the step's end.
     std::vector<at::Tensor> outputs{y1}, cotangents{a};
@@ -407,7 +427,7 @@ AdaptiveAdjointResult solve_checkpoint_adjoint(Dynamics& f, const at::Tensor& gr
         continue;
       }
       if (!f1.defined()) {
-        f1 = tab.fsal ? ks.back() : f(at::scalar_tensor(step->t0 + step->h, t_options), y1);
+        f1 = tab.fsal ? ks.back() : f(at::scalar_tensor(step->t_stage_end, t_options), y1);
       }
       outputs.push_back(interpolate(combine, tab, theta, step->h, z0, y1, ks, f1));
       cotangents.push_back(grad_ys[j]);

@@ -32,6 +32,7 @@ struct StepControl {
 // An accepted step as the checkpointed adjoint replays it.
 struct StepRecord {
   double t0, h;
+  double t_first, t_stage_end;  // where k_0 and the c = 1 stages sample f
   at::Tensor z0;
   std::vector<std::pair<int64_t, double>> obs;  // (observation index, theta in (0, 1])
 };

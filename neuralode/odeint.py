@@ -290,7 +290,6 @@ class _CheckpointSolve(torch.autograd.Function):
         grad_y0, grad_params, raw = _C.solve_checkpoint_adjoint(
             ctx.f, list(ctx.params), grad_ys, ctx.tape, ctx.method, t
         )
-        ctx.tape = None
         if ctx.stats is not None:
             ctx.stats.add_backward(raw)
         return (None, None, None, None, None, grad_y0, None, *grad_params)
@@ -408,9 +407,9 @@ def _odeint_adaptive(
     adjoint_method, adjoint_rtol, adjoint_atol, adjoint_options, stats,
 ):
     if t.dim() == 3:
-        raise ValueError(
-            "per-sample times (T, batch, 1) are supported by the fixed-step methods "
-            f"({', '.join(FIXED_STEP_METHODS)}) for now; pass 1-D times to {method!r}"
+        return _odeint_per_sample(
+            f, func, y0, t, method, rtol, atol, options, gradient, adjoint_params,
+            adjoint_method, adjoint_rtol, adjoint_atol, adjoint_options, stats,
         )
     control, _ = _step_control(y0, t, rtol, atol, options, "options", adjoint=False)
     if gradient != "adjoint" and t.requires_grad and torch.is_grad_enabled():
@@ -440,6 +439,46 @@ def _odeint_adaptive(
         adjoint=True,
     )
     return _AdaptiveAdjointSolve.apply(f, method, control, (adjoint_method, adjoint_control, norm), params, stats, y0, t, *params)
+
+
+def _odeint_per_sample(
+    f, func, y0, t, method, rtol, atol, options, gradient, adjoint_params,
+    adjoint_method, adjoint_rtol, adjoint_atol, adjoint_options, stats,
+):
+    """Adaptive solve with per-sample times ``(T, batch, 1)``, in a normalized time.
+
+    Interval i is solved in ``s`` from 0 to 1 with ``t_b(s) = t_i,b + s * d_b`` and
+    ``dz/ds = d_b * f(t_b(s), z)``, ``d_b = t_{i+1,b} - t_{i,b}``: one shared clock for
+    samples whose times differ, one error control for the batch. Each interval is its
+    own solve (the solver restarts at each observation time). ``t_i`` and ``d`` enter
+    ``f`` like parameters, so every gradient mode also gives dL/dt.
+    """
+    extra = tuple(adjoint_params) if adjoint_params is not None else (
+        tuple(func.parameters()) if isinstance(func, nn.Module) else ()
+    )
+    for opts, name in ((options, "options"), (adjoint_options, "adjoint_options")):
+        if opts and "step_t" in opts:
+            raise ValueError(f"{name}: 'step_t' needs 1-D times (each sample's times differ)")
+    # Every interval ends exactly at s = 1: its output needs no interpolation.
+    options = {**(options or {}), "step_t": [1.0]}
+    unit = torch.tensor([0.0, 1.0], dtype=t.dtype, device=t.device)
+    shape = (y0.shape[0],) + (1,) * (y0.dim() - 1)
+    ys, z = [y0], y0
+    for i in range(t.shape[0] - 1):
+        t_i, d = t[i], t[i + 1] - t[i]
+        d_state = d.reshape(shape).to(y0.dtype)
+
+        def normalized(s, z, t_i=t_i, d=d, d_state=d_state):
+            return d_state * f(t_i + s * d, z)
+
+        params = extra + ((t_i, d) if t.requires_grad else ())
+        z = _odeint_adaptive(
+            normalized, None, z, unit, method, rtol, atol, options, gradient,
+            params if gradient != "backprop" else None,
+            adjoint_method, adjoint_rtol, adjoint_atol, adjoint_options, stats,
+        )[-1]
+        ys.append(z)
+    return torch.stack(ys)
 
 
 def odeint_adjoint(

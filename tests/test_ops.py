@@ -100,3 +100,68 @@ def test_cpp_error_messages_keep_their_numbers():
     """
     with pytest.raises(RuntimeError, match=r"ks\[0\] has shape \[2\] but y0 has shape \[3\]"):
         stage_combine(torch.randn(3), [torch.randn(2)], [1.0], None)
+
+
+# ---------------------------------------------------------------- rk_solution_error
+
+from neuralode._ops import rk_solution_error  # noqa: E402
+
+B = [35 / 384, 0.0, 500 / 1113, 125 / 192, -2187 / 6784, 11 / 84, 0.0]
+E = [71 / 57600, 0.0, -71 / 16695, 71 / 1920, -17253 / 339200, 22 / 525, -1 / 40]
+
+
+def _solution_error_naive(y0, ks, b, e, dt, rtol, atol):
+    h = 1.0 if dt is None else (dt.reshape(()) if dt.numel() == 1 else dt.reshape((-1,) + (1,) * (y0.dim() - 1)))
+    y1 = y0 + h * sum(c * k for c, k in zip(b, ks))
+    err = h * sum(c * k for c, k in zip(e, ks))
+    scale = atol.reshape(()) if atol.numel() == 1 else atol.reshape(y0.shape)
+    scale = scale + (rtol.reshape(()) if rtol.numel() == 1 else rtol.reshape(y0.shape)) * torch.maximum(y0.abs(), y1.abs())
+    return y1, (err / scale).double().pow(2).sum()
+
+
+def _step_operands(shape, dtype, device, per_element, dt_kind="scalar", requires_grad=False):
+    g = torch.Generator().manual_seed(len(shape) + 3)
+    mk = lambda *s: torch.randn(*s, generator=g, dtype=torch.float64).to(dtype=dtype, device=device)
+    y0, ks = mk(*shape), [mk(*shape) for _ in range(7)]
+    dt = {"none": None, "scalar": torch.tensor(0.05, dtype=dtype, device=device), "rows": mk(shape[0]).abs()}[dt_kind]
+    n = y0.numel() if per_element else 1
+    rtol = torch.full((n,), 1e-3, dtype=dtype, device=device)
+    atol = torch.rand(n, generator=g, dtype=torch.float64).to(dtype=dtype, device=device) * 1e-3 + 1e-6
+    if requires_grad:
+        for x in [y0, *ks]:
+            x.requires_grad_(True)
+    return y0, ks, dt, rtol, atol
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("per_element", [False, True])
+@pytest.mark.parametrize("dt_kind", ["none", "scalar", "rows"])
+@pytest.mark.parametrize("shape", [(5, 3), (3, 70001), (1,)])
+def test_rk_solution_error_values(shape, dt_kind, per_element, dtype, device):
+    y0, ks, dt, rtol, atol = _step_operands(shape, dtype, device, per_element, dt_kind)
+    y1, sq = rk_solution_error(y0, ks, B, E, dt, rtol, atol)
+    y1_ref, sq_ref = _solution_error_naive(y0, ks, B, E, dt, rtol, atol)
+    tol = 1e-5 if dtype == torch.float32 else 1e-12
+    torch.testing.assert_close(y1, y1_ref, rtol=tol, atol=tol)
+    assert sq.dtype == torch.float64 and sq.shape == ()
+    torch.testing.assert_close(sq, sq_ref, rtol=1e-4 if dtype == torch.float32 else 1e-10, atol=0)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("requires_grad", [False, True])
+def test_rk_solution_error_opcheck(requires_grad, device):
+    y0, ks, dt, rtol, atol = _step_operands((4, 3), torch.float64, device, True, requires_grad=requires_grad)
+    torch.library.opcheck(torch.ops.neuralode.rk_solution_error.default, (y0, ks, B, E, dt, rtol, atol))
+
+
+def test_rk_solution_error_gradcheck_of_the_solution():
+    y0, ks, dt, rtol, atol = _step_operands((3, 2), torch.float64, "cpu", False, requires_grad=True)
+    fn = lambda y0, *ks: rk_solution_error(y0, ks, B, E, dt, rtol, atol)[0]
+    assert torch.autograd.gradcheck(fn, (y0, *ks))
+
+
+def test_rk_solution_error_bad_tolerance_shape():
+    y0, ks, dt, rtol, _ = _step_operands((4, 3), torch.float64, "cpu", False)
+    with pytest.raises(RuntimeError, match=r"atol must hold one value or one per element of y0 \(12\), got 5"):
+        rk_solution_error(y0, ks, B, E, dt, rtol, torch.ones(5, dtype=torch.float64))
