@@ -5,6 +5,8 @@
 #include "adaptive.h"
 
 #include <ATen/TensorOperators.h>
+#include <ATen/ops/cat.h>
+#include <ATen/ops/from_blob.h>
 #include <ATen/ops/scalar_tensor.h>
 #include <ATen/ops/stack.h>
 #include <ATen/ops/zeros_like.h>
@@ -105,19 +107,34 @@ DenseWeights dense_weights(const Tableau& tab, double th) {
   return w;
 }
 
-at::Tensor interpolate(const Combiner& combine, const Tableau& tab, double theta, double h,
+// Dense output at several points of one step at once: row m is y(t0 + thetas[m] h),
+// shape (m, *y0.shape). One matrix product of the (m x terms) weights with the
+// stacked [y0, y1, k_0 .. k_{s-1}, f1]: two ops per step however many observations
+// fall in it, and autograd through them stays in C++.
+at::Tensor interpolate(const Tableau& tab, const std::vector<double>& thetas, double h,
                        const at::Tensor& y0, const at::Tensor& y1,
                        const std::vector<at::Tensor>& ks, const at::Tensor& f1) {
-  const DenseWeights w = dense_weights(tab, theta);
-  std::vector<at::Tensor> terms{y1, y0};
-  std::vector<double> coeffs{w.y1, -w.y1};
-  for (int j = 0; j < tab.stages; ++j) {
-    terms.push_back(ks[j]);
-    coeffs.push_back(h * w.k[j]);
+  const int64_t n_terms = tab.stages + 3;
+  std::vector<double> weights;
+  weights.reserve(thetas.size() * n_terms);
+  for (double theta : thetas) {
+    const DenseWeights w = dense_weights(tab, theta);
+    weights.push_back(1.0 - w.y1);
+    weights.push_back(w.y1);
+    for (int j = 0; j < tab.stages; ++j) weights.push_back(h * w.k[j]);
+    weights.push_back(h * w.f1);
   }
+  std::vector<at::Tensor> terms{y0, y1};
+  terms.insert(terms.end(), ks.begin(), ks.begin() + tab.stages);
   terms.push_back(f1);
-  coeffs.push_back(h * w.f1);
-  return combine(y0, terms, coeffs, at::Tensor());
+  const int64_t m = static_cast<int64_t>(thetas.size());
+  // copy=true: the weights live in this function's vector, autograd keeps w.
+  const at::Tensor w = at::from_blob(weights.data(), {m, n_terms}, at::kDouble)
+                           .to(y0.options().requires_grad(false), /*non_blocking=*/false,
+                               /*copy=*/true);
+  std::vector<int64_t> shape{m};
+  shape.insert(shape.end(), y0.sizes().begin(), y0.sizes().end());
+  return w.matmul(at::stack(terms).reshape({n_terms, -1})).reshape(shape);
 }
 
 // The time of stage i of a step from t over h: stages with c_i = 1 sit at t_end,
@@ -199,8 +216,9 @@ AdaptiveForwardResult solve_adaptive_forward(Dynamics& f, const at::Tensor& y0,
   Controller controller(control, tab.order);
   AdaptiveForwardResult r;
 
-  std::vector<at::Tensor> out(T);
-  out[0] = y0;
+  // Outputs in order, as chunks of rows: y0, then per accepted step its
+  // interpolated observations and the one at its end, if any.
+  std::vector<at::Tensor> chunks{y0.unsqueeze(0)};
   if (T > 1) {
     const double direction = times[T - 1] >= times[0] ? 1.0 : -1.0;
     const int64_t n = y0.numel();
@@ -234,11 +252,16 @@ AdaptiveForwardResult solve_adaptive_forward(Dynamics& f, const at::Tensor& y0,
       if (accepted) {
         at::Tensor f1 = tab.fsal ? ks.back() : f(at::scalar_tensor(t_stage_end, t_options), y1);
         StepRecord step{tc, h, t_first, t_stage_end, z, {}};
+        std::vector<double> thetas;
+        bool at_end = false;
         for (; j < T && direction * (times[j] - t_next) <= 0; ++j) {
-          const double theta = (times[j] - tc) / h;
-          out[j] = times[j] == t_next ? y1 : interpolate(combine, tab, theta, h, z, y1, ks, f1);
-          if (record) step.obs.emplace_back(j, times[j] == t_next ? 1.0 : theta);
+          at_end = times[j] == t_next;
+          const double theta = at_end ? 1.0 : (times[j] - tc) / h;
+          if (!at_end) thetas.push_back(theta);
+          if (record) step.obs.emplace_back(j, theta);
         }
+        if (!thetas.empty()) chunks.push_back(interpolate(tab, thetas, h, z, y1, ks, f1));
+        if (at_end) chunks.push_back(y1.unsqueeze(0));
         if (record) r.steps.push_back(std::move(step));
         z = y1;
         ks.assign(1, hits_knot ? f(at::scalar_tensor(std::nextafter(t_next, t_next + h), t_options), y1)
@@ -252,7 +275,7 @@ AdaptiveForwardResult solve_adaptive_forward(Dynamics& f, const at::Tensor& y0,
       h_abs = controller.next(h_try, ratio, accepted);
     }
   }
-  r.ys = at::stack(out);
+  r.ys = at::cat(chunks);
   r.stats.nfe = f.nfe() - nfe0;
   r.stats.f_seconds = f.f_seconds() - f0_seconds;
   r.stats.total_seconds = seconds_since(start);
@@ -418,19 +441,23 @@ AdaptiveAdjointResult solve_checkpoint_adjoint(Dynamics& f, const at::Tensor& gr
     std::vector<at::Tensor> ks{f(at::scalar_tensor(step->t_first, t_options), z0)};
     fill_stages(f, tab, coef, combine, step->t0, step->h, step->t_stage_end, dt, z0, t_options, ks);
     at::Tensor y1 = combine(z0, ks, coef.b, dt);
-    // Cotangents: dL/dy1 is a (from later steps) plus the observations at the step's end.
+    // Cotangents: dL/dy1 is a (from later steps) plus the observation at the step's
+    // end; the interpolated observations inside the step get theirs in one batch.
     std::vector<at::Tensor> outputs{y1}, cotangents{a};
-    at::Tensor f1;
+    std::vector<double> thetas;
+    std::vector<at::Tensor> inside;
     for (const auto& [j, theta] : step->obs) {
       if (theta == 1.0) {
         cotangents[0] = cotangents[0] + grad_ys[j];
-        continue;
+      } else {
+        thetas.push_back(theta);
+        inside.push_back(grad_ys[j]);
       }
-      if (!f1.defined()) {
-        f1 = tab.fsal ? ks.back() : f(at::scalar_tensor(step->t_stage_end, t_options), y1);
-      }
-      outputs.push_back(interpolate(combine, tab, theta, step->h, z0, y1, ks, f1));
-      cotangents.push_back(grad_ys[j]);
+    }
+    if (!thetas.empty()) {
+      at::Tensor f1 = tab.fsal ? ks.back() : f(at::scalar_tensor(step->t_stage_end, t_options), y1);
+      outputs.push_back(interpolate(tab, thetas, step->h, z0, y1, ks, f1));
+      cotangents.push_back(at::stack(inside));
     }
     std::vector<at::Tensor> inputs{z0};
     inputs.insert(inputs.end(), params.begin(), params.end());
