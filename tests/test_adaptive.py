@@ -9,8 +9,8 @@ from torch import nn
 
 import neuralode
 
-ADAPTIVE = ["bosh3", "dopri5", "tsit5"]
-ORDER = {"bosh3": 3, "dopri5": 5, "tsit5": 5}
+ADAPTIVE = ["bosh3", "dopri5", "tsit5", "dopri8"]
+ORDER = {"bosh3": 3, "dopri5": 5, "tsit5": 5, "dopri8": 8}
 
 
 class TanhMLP(nn.Module):
@@ -38,24 +38,33 @@ def _rel(a, b):
 # ---------------------------------------------------------------- order and accuracy
 
 
+# Per method: a problem, its end time, its exact end value and steps in the asymptotic
+# range (Tsit5's small 5th-order error constants need small steps before its order
+# shows; dopri8's error reaches round-off fast, and on the linear oscillator it
+# superconverges).
+_OSC = (lambda t, y: torch.stack([y[:, 1], -y[:, 0]], 1), [[1.0, 0.0]], 8.0, [[math.cos(8.0), -math.sin(8.0)]])
+_EXPSIN = (lambda t, y: y * torch.cos(t), [[1.0]], 10.0, [[math.exp(math.sin(10.0))]])
+ORDER_SETUP = {
+    "bosh3": (_OSC, [0.2, 0.1, 0.05]),
+    "dopri5": (_OSC, [0.2, 0.1, 0.05]),
+    "tsit5": (_OSC, [0.2, 0.1, 0.05]),
+    "dopri8": (_EXPSIN, [0.5, 0.25, 0.125]),
+}
+
+
 @pytest.mark.parametrize("method", ADAPTIVE)
 def test_order_of_each_method(method):
-    """Global error against a fixed step (tolerances too loose to reject): slope = order.
-
-    The harmonic oscillator over [0, 8]; Tsit5's small 5th-order error constants need
-    steps this small before its 5th order shows.
-    """
-    f = lambda t, y: torch.stack([y[:, 1], -y[:, 0]], 1)
-    y0 = torch.tensor([[1.0, 0.0]], dtype=torch.float64)
-    t = torch.tensor([0.0, 8.0], dtype=torch.float64)
-    exact = torch.tensor([[math.cos(8.0), -math.sin(8.0)]], dtype=torch.float64)
-    hs = [0.2, 0.1, 0.05]
+    """Global error against a fixed step (tolerances too loose to reject): slope = order."""
+    (f, y0, end, exact), hs = ORDER_SETUP[method]
+    y0 = torch.tensor(y0, dtype=torch.float64)
+    exact = torch.tensor(exact, dtype=torch.float64)
+    t = torch.tensor([0.0, end], dtype=torch.float64)
     errors = []
     for h in hs:
-        options = {"first_step": h, "max_step": h, "step_t": [8.0]}
+        options = {"first_step": h, "max_step": h, "step_t": [end]}
         stats = neuralode.SolverStats()
         y = neuralode.odeint(f, y0, t, method=method, rtol=1e6, atol=1e6, options=options, stats=stats)
-        assert stats.steps_accepted == round(8.0 / h) and stats.steps_rejected == 0
+        assert stats.steps_accepted == round(end / h) and stats.steps_rejected == 0
         errors.append((y[-1] - exact).abs().max().item())
     slope = np.polyfit(np.log(hs), np.log(errors), 1)[0]
     assert abs(slope - ORDER[method]) < 0.3, (slope, errors)
@@ -91,8 +100,13 @@ def test_adaptive_solution_within_tolerance(problem, method, controller):
     f, exact = PROBLEMS[problem]
     t = torch.linspace(0.0, 6.0, 13, dtype=torch.float64)  # most outputs come from dense output
     truth = exact(t)
+    options = {"controller": controller}
+    if method == "dopri8":
+        # dopri8's dense output is 4th order, far below its steps' accuracy: outputs
+        # between steps are only accurate when the solver steps to them (step_t).
+        options["step_t"] = t
     for tol in (1e-5, 1e-8):
-        y = neuralode.odeint(f, truth[0], t, method=method, rtol=tol, atol=tol, options={"controller": controller})
+        y = neuralode.odeint(f, truth[0], t, method=method, rtol=tol, atol=tol, options=options)
         assert (y - truth).abs().max().item() < 20 * tol
 
 
@@ -144,13 +158,16 @@ def test_gradcheck_exact_modes(method, gradient):
     func = TanhMLP(hidden=4)
     names = [n for n, _ in func.named_parameters()]
     tol = 1e-8 if method == "bosh3" else 1e-10
+    t = torch.tensor([0.0, 0.5, 1.2, 1.5], dtype=torch.float64)
+    options = {"step_t": t} if method == "dopri8" else None
 
     def fn(y0, *ps):
         params = dict(zip(names, ps))
         f = lambda t, z: torch.func.functional_call(func, params, (t, z))
-        t = torch.tensor([0.0, 0.5, 1.2, 1.5], dtype=torch.float64)
-        return neuralode.odeint(f, y0, t, method=method, rtol=tol, atol=tol, gradient=gradient, adjoint_params=ps) \
-            if gradient != "backprop" else neuralode.odeint(f, y0, t, method=method, rtol=tol, atol=tol)
+        if gradient == "backprop":
+            return neuralode.odeint(f, y0, t, method=method, rtol=tol, atol=tol, options=options)
+        return neuralode.odeint(f, y0, t, method=method, rtol=tol, atol=tol, options=options,
+                                gradient=gradient, adjoint_params=ps)
 
     y0 = torch.randn(2, 2, dtype=torch.float64, requires_grad=True)
     ps = [p.detach().clone().requires_grad_(True) for p in func.parameters()]

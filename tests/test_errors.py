@@ -84,7 +84,7 @@ def test_t_on_other_device():
 
 
 def test_unknown_method():
-    with pytest.raises(ValueError, match="unknown method 'rk45'; choose one of euler, midpoint, rk4, bosh3, dopri5, tsit5"):
+    with pytest.raises(ValueError, match="unknown method 'rk45'; choose one of euler, midpoint, rk4, bosh3, dopri5, tsit5, dopri8"):
         neuralode.odeint(f, y0(), T, method="rk45")
 
 
