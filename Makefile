@@ -52,7 +52,7 @@ demo: venv
 
 # bench: run the benchmarks.
 bench: venv
-	$(PY) -m benchmarks
+	$(PY) -m benchmarks --quick
 
 # cuda-build: build with the CUDA kernels, failing loudly when that is impossible (CPU-only torch,
 # no toolkit). Meant for a machine whose python3 has a CUDA build of torch.
