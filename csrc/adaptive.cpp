@@ -14,7 +14,6 @@
 #include <torch/csrc/autograd/autograd.h>
 
 #include <algorithm>
-#include <chrono>
 #include <cmath>
 #include <sstream>
 
@@ -23,12 +22,6 @@
 
 namespace neuralode {
 namespace {
-
-using Clock = std::chrono::steady_clock;
-
-double seconds_since(Clock::time_point start) {
-  return std::chrono::duration<double>(Clock::now() - start).count();
-}
 
 // Formats a double with full precision for error messages.
 std::string num(double x) {
@@ -204,9 +197,7 @@ AdaptiveForwardResult solve_adaptive_forward(Dynamics& f, const at::Tensor& y0,
                                              const at::Tensor& t, const Tableau& tab,
                                              const StepControl& control, bool differentiable,
                                              bool record) {
-  const auto start = Clock::now();
-  const int64_t nfe0 = f.nfe();
-  const double f0_seconds = f.f_seconds();
+  const SolveMeter meter(f);
   const std::vector<double> times = host_times(t);
   const int64_t T = static_cast<int64_t>(times.size());
   const at::TensorOptions t_options = t.options().requires_grad(false);
@@ -276,9 +267,7 @@ AdaptiveForwardResult solve_adaptive_forward(Dynamics& f, const at::Tensor& y0,
     }
   }
   r.ys = at::cat(chunks);
-  r.stats.nfe = f.nfe() - nfe0;
-  r.stats.f_seconds = f.f_seconds() - f0_seconds;
-  r.stats.total_seconds = seconds_since(start);
+  r.stats = meter.finish(r.stats.accepted, r.stats.rejected);
   return r;
 }
 
@@ -286,9 +275,7 @@ AdaptiveAdjointResult solve_adaptive_adjoint(Dynamics& f, const at::Tensor& t,
                                              const at::Tensor& ys, const at::Tensor& grad_ys,
                                              const Tableau& tab, const StepControl& control,
                                              bool seminorm, bool need_t) {
-  const auto start = Clock::now();
-  const int64_t nfe0 = f.nfe();
-  const double f0_seconds = f.f_seconds();
+  const SolveMeter meter(f);
   const std::vector<double> times = host_times(t);
   const int64_t T = static_cast<int64_t>(times.size());
   const at::TensorOptions t_options = t.options().requires_grad(false);
@@ -413,18 +400,14 @@ AdaptiveAdjointResult solve_adaptive_adjoint(Dynamics& f, const at::Tensor& t,
     r.grad_t = at::stack(grad_t);
   }
   r.grad_params = std::move(a_params);
-  r.stats.nfe = f.nfe() - nfe0;
-  r.stats.f_seconds = f.f_seconds() - f0_seconds;
-  r.stats.total_seconds = seconds_since(start);
+  r.stats = meter.finish(r.stats.accepted, r.stats.rejected);
   return r;
 }
 
 AdaptiveAdjointResult solve_checkpoint_adjoint(Dynamics& f, const at::Tensor& grad_ys,
                                                const std::vector<StepRecord>& steps,
                                                const Tableau& tab, const at::Tensor& t) {
-  const auto start = Clock::now();
-  const int64_t nfe0 = f.nfe();
-  const double f0_seconds = f.f_seconds();
+  const SolveMeter meter(f);
   const at::TensorOptions t_options = t.options().requires_grad(false);
   const Combiner combine(/*differentiable=*/true);
   const StageCoefficients coef(tab);
@@ -473,9 +456,7 @@ AdaptiveAdjointResult solve_checkpoint_adjoint(Dynamics& f, const at::Tensor& gr
   }
   r.grad_y0 = a + grad_ys[0];
   r.grad_params = std::move(a_params);
-  r.stats.nfe = f.nfe() - nfe0;
-  r.stats.f_seconds = f.f_seconds() - f0_seconds;
-  r.stats.total_seconds = seconds_since(start);
+  r.stats = meter.finish(r.stats.accepted, r.stats.rejected);
   return r;
 }
 

@@ -5,6 +5,7 @@
 
 #include <ATen/core/Tensor.h>
 
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <vector>
@@ -58,6 +59,30 @@ class Dynamics {
   std::vector<at::Tensor> params_;
   int64_t nfe_ = 0;
   double f_seconds_ = 0.0;
+};
+
+// Measures one solve: construct it when the solve starts, call finish() at its end.
+class SolveMeter {
+ public:
+  explicit SolveMeter(const Dynamics& f)
+      : f_(f), nfe0_(f.nfe()), f_seconds0_(f.f_seconds()), start_(std::chrono::steady_clock::now()) {}
+
+  SolveStats finish(int64_t accepted, int64_t rejected = 0) const {
+    SolveStats s;
+    s.nfe = f_.nfe() - nfe0_;
+    s.accepted = accepted;
+    s.rejected = rejected;
+    s.f_seconds = f_.f_seconds() - f_seconds0_;
+    s.total_seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+    return s;
+  }
+
+ private:
+  const Dynamics& f_;
+  int64_t nfe0_;
+  double f_seconds0_;
+  std::chrono::steady_clock::time_point start_;
 };
 
 }  // namespace neuralode

@@ -14,7 +14,6 @@
 #include <ATen/ops/zeros_like.h>
 
 #include <algorithm>
-#include <chrono>
 #include <cmath>
 #include <optional>
 
@@ -218,26 +217,12 @@ void adjoint_step(Dynamics& f, const Tableau& tab, const StageCoefficients& coef
   s.a = combine(s.a, kv, coef.minus_b, at::Tensor());
 }
 
-// Fills the counters of a fixed-step solve from the dynamics' counters at its start.
-SolveStats finish_stats(const Dynamics& f, int64_t nfe0, double f_seconds0, int64_t steps,
-                        std::chrono::steady_clock::time_point start) {
-  SolveStats s;
-  s.nfe = f.nfe() - nfe0;
-  s.accepted = steps;
-  s.f_seconds = f.f_seconds() - f_seconds0;
-  s.total_seconds =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  return s;
-}
-
 }  // namespace
 
 ForwardResult solve_forward(Dynamics& f, const at::Tensor& y0, const at::Tensor& t,
                             const Tableau& tableau, const StepSpec& spec, bool differentiable) {
-  const auto start = std::chrono::steady_clock::now();
+  const SolveMeter meter(f);
   const int64_t T = t.size(0);
-  const int64_t nfe0 = f.nfe();
-  const double f_seconds0 = f.f_seconds();
   int64_t steps = 0;
   const Combiner combine(differentiable);
   const StageCoefficients coef(tableau);
@@ -259,16 +244,14 @@ ForwardResult solve_forward(Dynamics& f, const at::Tensor& y0, const at::Tensor&
     }
     for (int64_t j : seg.exact) out[j] = z;
   }
-  return {at::stack(out), finish_stats(f, nfe0, f_seconds0, steps, start)};
+  return {at::stack(out), meter.finish(steps)};
 }
 
 AdjointResult solve_adjoint(Dynamics& f, const at::Tensor& t, const at::Tensor& ys,
                             const at::Tensor& grad_ys, const Tableau& tableau,
                             const StepSpec& spec, bool need_t) {
-  const auto start = std::chrono::steady_clock::now();
+  const SolveMeter meter(f);
   const int64_t T = t.size(0);
-  const int64_t nfe0 = f.nfe();
-  const double f_seconds0 = f.f_seconds();
   int64_t steps = 0;
   const Combiner combine(/*differentiable=*/false);
   const StageCoefficients coef(tableau);
@@ -315,7 +298,7 @@ AdjointResult solve_adjoint(Dynamics& f, const at::Tensor& t, const at::Tensor& 
     r.grad_t = at::stack(grad_t_rows);
   }
   r.grad_params = std::move(s.a_params);
-  r.stats = finish_stats(f, nfe0, f_seconds0, steps, start);
+  r.stats = meter.finish(steps);
   return r;
 }
 
