@@ -2,7 +2,8 @@
 # GPU check for a machine with an NVIDIA GPU and a CUDA build of torch (no internet needed):
 #   1. build neuralode._C with the CUDA kernels, in place;
 #   2. run the test suite (the CUDA tests compare CUDA with CPU on the same inputs);
-#   3. run the GPU benchmark (fused adjoint vs the reference, --device cuda);
+#   3. run the GPU benchmarks (fused adjoint vs the reference; P1/P2 with the adaptive
+#      solvers against the peers that are installed), --device cuda;
 #   4. print a short table last.
 # Usage: bash benchmarks/gpu_check.sh [RESULTS_DIR]   (default benchmarks/results)
 set -euo pipefail
@@ -46,6 +47,8 @@ echo "== benchmark"
 $PY -m benchmarks.spiral_reference --device cuda --repeats 20 --out "$RESULTS"
 $PY -m benchmarks.spiral_reference --device cuda --repeats 20 --batch 4096 --points 12 --out "$RESULTS/large"
 $PY -m benchmarks.spiral_reference --device cpu --repeats 20 --out "$RESULTS/cpu-on-gpu-machine"
+# Adaptive solvers, P1/P2 (peers that are not installed there are reported as such).
+$PY -m benchmarks.speed --problem all --device cuda --quick --out "$RESULTS" || echo "speed benchmark failed"
 
 echo "== summary"
 [ "$tests_failed" = 0 ] && echo "tests: all passed" || echo "tests: FAILURES (logs in $RESULTS)"
