@@ -50,9 +50,10 @@ test: venv
 demo: venv
 	$(PY) -m neuralode.demo
 
-# bench: run the benchmarks.
+# bench: run the benchmarks (quick configurations) and regenerate benchmarks/RESULTS.md.
+# MNIST_DIR=<dir with the MNIST IDX files> (environment or make variable): the nfe suite trains on it.
 bench: venv
-	$(PY) -m benchmarks --quick
+	$(PY) -m benchmarks --quick $(if $(MNIST_DIR),--data-dir "$(MNIST_DIR)")
 
 # cuda-build: build with the CUDA kernels, failing loudly when that is impossible (CPU-only torch,
 # no toolkit). Meant for a machine whose python3 has a CUDA build of torch.

@@ -65,6 +65,9 @@ DTYPE = torch.float32
 WARMUP = 2
 DEFAULT_REPEATS = 10
 QUICK_REPEATS = 3
+#: A small P1 for smoke tests (``run(tiny=True)``): batch 64, MLP 2-16-16-2, one repeat.
+TINY_PROBLEM = "P1-tiny"
+TINY_REPEATS = 1
 
 #: The candidate every gradient and loss is compared with.
 REFERENCE = "torchdiffeq backprop"
@@ -198,23 +201,26 @@ class Problem:
 
 
 def build_problem(name: str, device: str, libs) -> Problem:
-    if name == "P1":
+    if name in ("P1", TINY_PROBLEM):
+        # TINY_PROBLEM: P1 shrunk for smoke tests (batch 64, MLP 2-16-16-2).
+        batch, hidden = (512, 64) if name == "P1" else (64, 16)
         gen = torch.Generator().manual_seed(0)
-        y0 = torch.randn(512, 2, generator=gen, dtype=DTYPE)
+        y0 = torch.randn(batch, 2, generator=gen, dtype=DTYPE)
         torch.manual_seed(1)
-        func = CountedMLP()
+        func = CountedMLP(hidden=hidden)
         t = torch.tensor([0.0, 5.0], dtype=DTYPE)
         desc = {
-            "name": "P1",
-            "summary": "batch 512 of 2-D states, MLP 2-64-64-2 ELU dynamics, t = [0, 5], loss mean(z(5)^2)",
-            "batch": 512,
+            "name": name,
+            "summary": f"batch {batch} of 2-D states, MLP 2-{hidden}-{hidden}-2 ELU dynamics, t = [0, 5], "
+            "loss mean(z(5)^2)",
+            "batch": batch,
             "state_dim": 2,
             "times": [0.0, 5.0],
             "y0": "N(0, 1), torch.Generator seed 0",
-            "model": "MLP 2-64-64-2 with ELU, time-independent, torch.manual_seed(1) init",
+            "model": f"MLP 2-{hidden}-{hidden}-2 with ELU, time-independent, torch.manual_seed(1) init",
             "loss": "mean(z(5)^2)",
         }
-        return Problem("P1", func.to(device), y0.to(device), t.to(device), lambda ys: ys[-1].pow(2).mean(), desc)
+        return Problem(name, func.to(device), y0.to(device), t.to(device), lambda ys: ys[-1].pow(2).mean(), desc)
 
     if name == "P2":
         batch, n_times, t_end, substeps = 256, 200, 10.0, 5
@@ -502,6 +508,7 @@ def run_problem(problem_name: str, repeats: int, device: str, out_dir: str, libs
 
     result = {
         "benchmark": "speed",
+        "suite": "speed",
         "problem": problem.description,
         "solver": {
             "method": METHOD,
@@ -565,6 +572,116 @@ def print_table(result: dict, path: str) -> None:
         if name.startswith("neuralode") and r.get("available"):
             print(f"\n{name} statistics: {r['library_stats']}")
     print(f"\ngradient reference: {result['cross_check']['reference']}; written {path}")
+
+
+# --------------------------------------------------------------------------- suite interface
+
+
+def run(
+    quick: bool = False,
+    device: str = "cpu",
+    out_dir: str = RESULTS_DIR,
+    tiny: bool = False,
+    problems=None,
+    repeats: Optional[int] = None,
+    **kw,
+) -> dict:
+    """The suite interface of ``python -m benchmarks``: the same measurement as the CLI.
+
+    P1 and P2 with ``DEFAULT_REPEATS`` repeats (``quick``: ``QUICK_REPEATS``; ``tiny``:
+    only ``TINY_PROBLEM``, a small P1, ``TINY_REPEATS`` repeat, for smoke tests). Writes
+    ``speed_<problem>_<device>.json`` per problem to ``out_dir`` and returns
+    ``{"suite": "speed", "machine", "date", "command", "problems": {name: result}}``.
+    """
+    if device == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device cuda: torch sees no CUDA device")
+    if repeats is None:
+        repeats = TINY_REPEATS if tiny else QUICK_REPEATS if quick else DEFAULT_REPEATS
+    if problems is None:
+        problems = (TINY_PROBLEM,) if tiny else ("P1", "P2")
+    problems = tuple(problems)
+    if tiny:
+        command = f"python -c 'from benchmarks import speed; speed.run(tiny=True, device=\"{device}\")'"
+    else:
+        which = "all" if problems == ("P1", "P2") else ",".join(problems)
+        command = f"python -m benchmarks.speed --problem {which} --repeats {repeats} --device {device}"
+    libs = _import_libraries()
+    # tiny: one thread (tiny ops on a loaded machine are far slower with more), restored after.
+    threads = torch.get_num_threads()
+    if tiny:
+        torch.set_num_threads(1)
+    try:
+        results = {p: run_problem(p, repeats, device, out_dir, libs, command) for p in problems}
+    finally:
+        torch.set_num_threads(threads)
+    return {
+        "suite": "speed",
+        "machine": machine_info(device),
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "command": command,
+        "problems": results,
+    }
+
+
+def _fmt_ratio(v) -> str:
+    return v if isinstance(v, str) else f"{v:.2f}x"
+
+
+def _problem_markdown(result: dict) -> str:
+    m, prob = result["machine"], result["problem"]
+    lines = [f"**{prob['name']}**: {prob['summary']}.", ""]
+    libs = ", ".join(f"{k} {v}" for k, v in result.get("libraries", {}).items())
+    lines.append(
+        f"{m['device']}"
+        + (f" ({m['gpu']})" if m.get("gpu") else "")
+        + f", {m['threads']} threads, torch {m['torch']}, median of {result['repeats']} after "
+        f"{result['warmup']} warm-up, {result['date'][:10]}; {libs}."
+    )
+    lines += [
+        "",
+        "| candidate | median ms | NFE fwd / bwd | steps fwd / bwd | loss | grad rel. diff |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for name, r in result["candidates"].items():
+        if not r.get("available"):
+            lines.append(f"| {name} | {r['error']} | | | | |")
+            continue
+        ms = f"{r['median_seconds'] * 1e3:.2f}" if "median_seconds" in r else "-"
+        gd = r.get("grad_max_rel_diff")
+        lines.append(
+            f"| {name} | {ms} | {r['nfe_forward']} / {r['nfe_backward']} | {_steps_text(r)} | "
+            f"{r['loss']:.6g} | {'-' if gd is None else f'{gd:.1e}'} |"
+        )
+    lines += ["", "| speed ratio (peer / neuralode, > 1: neuralode faster) | value |", "| --- | ---: |"]
+    for label, v in result["ratios_peer_over_neuralode"].items():
+        lines.append(f"| {label} | {_fmt_ratio(v)} |")
+    where = f" JSON: `{result['_path']}`." if result.get("_path") else ""
+    lines += ["", f"Command: `{result['command']}`.{where}"]
+    return "\n".join(lines)
+
+
+def markdown_many(results: List[dict]) -> str:
+    """Markdown of several per-problem results (one JSON file each)."""
+    results = sorted(results, key=lambda r: (r["problem"]["name"], r["machine"]["device"]))
+    if not results:
+        return ""
+    ref = results[0].get("cross_check", {}).get("reference", REFERENCE)
+    intro = (
+        f"{METHOD}, float32, rtol {RTOL:g}, atol {ATOL:g}, the same seeded MLP (ELU) for every candidate, "
+        "one forward + backward (`zero_grad`, solve, loss, `backward`), candidates timed in turn, "
+        "repeat by repeat, in one process (medians). NFE: evaluations of f in the forward / backward "
+        "pass; steps `5+0r`: accepted + rejected (torchode: iterations of its batched loop, per-sample "
+        f"steps). `grad rel. diff`: largest difference of the first weight's gradient to {ref}, "
+        "relative to its largest entry. A peer that is not installed is reported as not available."
+    )
+    return "\n\n".join([intro] + [_problem_markdown(r) for r in results])
+
+
+def markdown(result: dict) -> str:
+    """Markdown of ``run``'s result, or of one ``speed_<problem>_<device>.json``."""
+    if "problems" in result:
+        return markdown_many(list(result["problems"].values()))
+    return markdown_many([result])
 
 
 def main(argv=None):

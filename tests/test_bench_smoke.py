@@ -1,0 +1,192 @@
+"""Smoke tests of the benchmark suites: each runs in its tiny configuration into one
+temporary results directory, its JSON has the expected fields and finite numbers, and
+the report generator writes a RESULTS.md with every suite's section from them."""
+
+import importlib
+import json
+import math
+
+import pytest
+import torch
+
+from benchmarks import memory, nfe, overhead, report, speed, spiral_reference
+
+
+def _finite(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _load(path):
+    with open(path) as fh:
+        return json.load(fh)
+
+
+def _has_interface_fields(result: dict, suite: str) -> None:
+    assert result["suite"] == suite
+    for key in ("machine", "date", "command"):
+        assert result[key], key
+    assert result["machine"]["torch"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny problems in one thread: on a loaded 2-core machine, 2 threads make the tiny
+    ops of these runs several times slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def results_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("bench_results")
+
+
+@pytest.fixture(scope="module")
+def overhead_result(results_dir):
+    overhead.run(tiny=True, out_dir=str(results_dir))
+    return _load(overhead.json_path(str(results_dir), "cpu", tiny=True))
+
+
+@pytest.fixture(scope="module")
+def speed_result(results_dir):
+    speed.run(tiny=True, out_dir=str(results_dir))
+    return _load(results_dir / f"speed_{speed.TINY_PROBLEM}_cpu.json")
+
+
+@pytest.fixture(scope="module")
+def memory_result(results_dir):
+    memory.run(tiny=True, out_dir=str(results_dir), verbose=False)
+    return _load(results_dir / "memory_cpu_tiny.json")
+
+
+@pytest.fixture(scope="module")
+def nfe_result(results_dir):
+    nfe.run(tiny=True, out_dir=str(results_dir), progress=False)
+    return _load(results_dir / "nfe_cpu.json")
+
+
+@pytest.fixture(scope="module")
+def reference_result(results_dir):
+    spiral_reference.run(tiny=True, out_dir=str(results_dir))
+    return _load(results_dir / "spiral_reference_cpu.json")
+
+
+def test_overhead_tiny(overhead_result):
+    r = overhead_result
+    _has_interface_fields(r, "overhead")
+    assert r["config"] == "tiny"
+    assert set(r["cases"]) == {"P1", "MNIST block"}
+    for name, case in r["cases"].items():
+        assert case["unit_seconds"]["f"] > 0 and case["unit_seconds"]["f_vjp"] > 0, name
+        for mode in overhead.MODES:
+            m = case["modes"][mode]
+            assert m["nfe_forward"] > 0, (name, mode)
+            assert m["steps_accepted"] > 0, (name, mode)
+            for key in ("wall_forward_seconds", "wall_backward_seconds", "wall_total_seconds"):
+                assert _finite(m[key]) and m[key] > 0, (name, mode, key)
+            for key, value in m["solverstats_median"].items():
+                assert value is None or _finite(value), (name, mode, key)
+            assert m["ratios"] and all(_finite(v) and v > 0 for v in m["ratios"].values()), (name, mode)
+        for mode in ("adjoint", "checkpoint"):
+            assert case["modes"][mode]["nfe_backward"] > 0
+            assert set(case["modes"][mode]["ratios"]) >= {"forward", "backward"}
+        assert "total" in case["modes"]["backprop"]["ratios"]
+        # The tiny dynamics are far too cheap to hide the solver: every pass is above the
+        # goal, so the first one is profiled.
+        for p in case["profiles"]:
+            assert p["top_extra_ops_us"], name
+            assert all(_finite(o["extra_us"]) for o in p["top_extra_ops_us"])
+    text = overhead.markdown(r)
+    assert "P1" in text and "MNIST block" in text and "ratio (wall)" in text
+
+
+def test_speed_tiny(speed_result):
+    r = speed_result
+    _has_interface_fields(r, "speed")
+    assert r["problem"]["name"] == speed.TINY_PROBLEM
+    for name in ("neuralode adjoint", "neuralode backprop", "neuralode checkpoint"):
+        c = r["candidates"][name]
+        assert c["available"], c.get("error")
+    for name, c in r["candidates"].items():
+        if not c["available"]:
+            assert c["error"].startswith("not available"), name
+            continue
+        assert _finite(c["median_seconds"]) and c["median_seconds"] > 0, name
+        assert c["nfe_forward"] > 0 and _finite(c["loss"]), name
+    for label, v in r["ratios_peer_over_neuralode"].items():
+        assert (isinstance(v, str) and v.startswith("not available")) or (_finite(v) and v > 0), label
+    assert "| neuralode adjoint |" in speed.markdown(r)
+
+
+def test_memory_tiny(memory_result):
+    r = memory_result
+    _has_interface_fields(r, "memory")
+    assert r["points"]
+    measured = 0
+    for p in r["points"]:
+        if "skipped" in p:
+            continue
+        assert _finite(p["peak_bytes"]), p
+        measured += 1
+    assert measured > 0
+
+
+def test_nfe_tiny(nfe_result):
+    r = nfe_result
+    _has_interface_fields(r, "nfe")
+    assert r["tolerance_sweep"]
+    for entry in r["tolerance_sweep"]:
+        assert entry["nfe_forward"] > 0, entry
+        assert _finite(entry["forward_seconds"]), entry
+    assert r["training"]
+    for entry in r["training"]:
+        assert entry["nfe_forward"] > 0, entry
+
+
+def test_reference_tiny(reference_result):
+    r = reference_result
+    _has_interface_fields(r, "reference")
+    assert all(_finite(v) and v > 0 for v in r["median_seconds"].values())
+    assert _finite(r["speedup_neuralode_over_reference"])
+
+
+def test_report(results_dir, overhead_result, speed_result, memory_result, nfe_result, reference_result):
+    path = results_dir / "RESULTS.md"
+    text = report.write_results_md(str(results_dir), str(path))
+    assert path.read_text() == text
+    for _, module, _ in report.SUITES:
+        assert f"`benchmarks/{module}.py`" in text or module in text
+    assert "No results yet" not in text and "could not be generated" not in text
+    # One section per suite, and the header names every JSON file.
+    for heading in ("## Adaptive solvers", "## Solver overhead", "## Memory", "## Function evaluations",
+                    "## Fused adjoint against the reference"):
+        assert heading in text, heading
+    for name in ("overhead_cpu_tiny.json", f"speed_{speed.TINY_PROBLEM}_cpu.json", "memory_cpu_tiny.json",
+                 "nfe_cpu.json", "spiral_reference_cpu.json"):
+        assert name in text, name
+    # The hand-written notes are kept.
+    assert "libstdc++" in text
+
+
+def test_main_keeps_going_after_a_failing_suite(tmp_path, monkeypatch, capsys):
+    cli = importlib.import_module("benchmarks.__main__")
+    ran = []
+
+    def fake_run_suite(name, quick, device, out_dir, data_dir=None):
+        ran.append((name, quick, data_dir))
+        if name == "memory":
+            raise RuntimeError("boom")
+        return {}
+
+    monkeypatch.setattr(cli, "run_suite", fake_run_suite)
+    status = cli.main(["--quick", "--out", str(tmp_path), "--data-dir", str(tmp_path)])
+    assert status == 1
+    assert [n for n, _, _ in ran] == list(cli.SUITES)
+    assert all(q for _, q, _ in ran) and all(d == str(tmp_path) for _, _, d in ran)
+    out = capsys.readouterr().out
+    assert "FAILED: RuntimeError: boom" in out
+    text = (tmp_path / "RESULTS.md").read_text()
+    assert "memory FAILED (RuntimeError: boom)" in text
+    assert "No results yet" in text
