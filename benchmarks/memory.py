@@ -78,6 +78,8 @@ DEFAULT_BUDGET_GIB = 6.0
 #: with more threads than free cores (a busy machine) the many small ops of a
 #: solve spend most of their time waiting for each other.
 DEFAULT_THREADS = 1
+#: CPU points measured at the same time, each in its own process (one a core).
+DEFAULT_WORKERS = 2
 
 SPATIAL = 6  # 6x6 feature maps: the paper's MNIST down-sampling
 T_END = 1.0
@@ -207,6 +209,23 @@ def _rss_bytes() -> int:
         return int(fh.read().split()[1]) * _page_size()
 
 
+_LIBC = None
+
+
+def _malloc_trim() -> None:
+    """Hands the free pages of malloc's heaps back to the OS (glibc), so that memory
+    freed before a measured call counts again when the call reuses it."""
+    global _LIBC
+    try:
+        if _LIBC is None:
+            import ctypes
+
+            _LIBC = ctypes.CDLL("libc.so.6")
+        _LIBC.malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 def _maxrss_bytes() -> int:
     import resource
 
@@ -238,6 +257,7 @@ class _RssMeter:
 
     def measure(self, fn):
         gc.collect()
+        _malloc_trim()
         self.baseline = _rss_bytes()
         maxrss_before = _maxrss_bytes()
         self._max = self.baseline
@@ -507,20 +527,29 @@ def _dopri5_target_steps(point: dict, done: List[dict]) -> Optional[float]:
     return last["steps"] * (last["tol"] / point["tol"]) ** 0.2
 
 
-def _plan(config: dict) -> List[dict]:
-    """The points in the order they run: per batch, rk4 by increasing steps, then dopri5
-    by decreasing tolerance, the flat-memory mode of each library first."""
-    order = ("neuralode adjoint", "neuralode checkpoint", "neuralode backprop", "torchdiffeq odeint_adjoint", "torchdiffeq odeint")
-    plan = []
+def _plan(config: dict) -> List[List[dict]]:
+    """The points as series, each run in order (its predictions use its earlier points),
+    the series possibly side by side: per batch, one rk4 series per mode by increasing
+    steps, and one dopri5 series per library by decreasing tolerance, the library's
+    flat-memory mode first at each tolerance (it gives the steps of the others)."""
+    series = []
     for batch in config["batches"]:
-        for mode in order:
-            if mode in RK4_MODES:
-                for n in config["rk4_steps"]:
-                    plan.append({"solver": "rk4", "mode": mode, "batch": batch, "steps": n, "tol": None})
-        for tol in config["dopri5_tols"]:
-            for mode in order:
-                plan.append({"solver": "dopri5", "mode": mode, "batch": batch, "steps": None, "tol": tol})
-    return plan
+        for mode in ("neuralode adjoint", "neuralode backprop", "torchdiffeq odeint_adjoint", "torchdiffeq odeint"):
+            series.append(
+                [{"solver": "rk4", "mode": mode, "batch": batch, "steps": n, "tol": None} for n in config["rk4_steps"]]
+            )
+        for modes in (
+            ("neuralode adjoint", "neuralode checkpoint", "neuralode backprop"),
+            ("torchdiffeq odeint_adjoint", "torchdiffeq odeint"),
+        ):
+            series.append(
+                [
+                    {"solver": "dopri5", "mode": mode, "batch": batch, "steps": None, "tol": tol}
+                    for tol in config["dopri5_tols"]
+                    for mode in modes
+                ]
+            )
+    return series
 
 
 def _finite(x):
@@ -589,81 +618,141 @@ def _validate(device: str, threads: int, runner: "_PointRunner") -> dict:
     return out
 
 
-def _run_points(config, device, threads, budget, budget_gib, runner, log):
-    dev = device.split(":")[0]
-    validation = _validate(device, threads, runner)
-    for kind, r in validation.items():
-        if "error" in r:
-            log(f"validation {kind}: {r['error']}")
-        else:
-            log(f"validation {kind}: {r['peak_bytes'] / MiB:.1f} MiB measured for {r['expected_bytes'] / MiB:.0f} MiB")
+def _label(point: dict) -> str:
+    setting = f"{point['steps']} steps" if point["solver"] == "rk4" else f"tol {point['tol']:g}"
+    return f"batch {point['batch']} {point['solver']} {setting} {point['mode']}"
 
-    done: List[dict] = []
-    for plan_point in _plan(config):
-        point = dict(plan_point)
+
+def _run_one(plan_point, config, device, threads, budget, budget_gib, runner, done, lock) -> dict:
+    """Predicts, then measures (or skips) one point; returns the point's record."""
+    point = dict(plan_point)
+    with lock:
         series = [
             p for p in done if (p["solver"], p["mode"], p["batch"]) == (point["solver"], point["mode"], point["batch"])
         ]
         target = point["steps"] if point["solver"] == "rk4" else _dopri5_target_steps(point, done)
-        predicted = _predict(series, target)
-        point["predicted_peak_bytes"] = predicted
-        label = f"batch {point['batch']} {point['solver']} " + (
-            f"{point['steps']} steps" if point["solver"] == "rk4" else f"tol {point['tol']:g}"
-        ) + f" {point['mode']}"
-        if predicted is not None and predicted > budget:
-            point["skipped"] = (
-                f"predicted peak {predicted / GiB:.1f} GiB (linear in steps from the smaller settings) "
-                f"exceeds the budget {budget_gib:g} GiB"
-            )
-            point["peak_bytes"] = None
-            done.append(point)
-            log(f"{label}: skipped, {point['skipped']}")
-            continue
-        spec = {
-            **plan_point,
-            "dim": config["dim"],
-            "device": device,
-            "threads": threads,
-            "hard_cap_bytes": budget,
-        }
-        try:
-            if dev == "cpu":
-                r = runner.measure(spec)
-            else:
+    predicted = _predict(series, target)
+    point["predicted_peak_bytes"] = predicted
+    if predicted is not None and predicted > budget:
+        point["skipped"] = (
+            f"predicted peak {predicted / GiB:.1f} GiB (linear in steps from the smaller settings) "
+            f"exceeds the budget {budget_gib:g} GiB"
+        )
+        point["peak_bytes"] = None
+        return point
+    spec = {**plan_point, "dim": config["dim"], "device": device, "threads": threads, "hard_cap_bytes": budget}
+    try:
+        if device.startswith("cuda"):
+            try:
                 r = measure_point(spec)
+            finally:
                 torch.cuda.empty_cache()
-        except _Aborted as err:
-            point.update(skipped=f"stopped while running: {err}", peak_bytes=None)
-        except Exception as err:
-            if dev == "cuda":
-                torch.cuda.empty_cache()
-            msg = str(err).strip().splitlines()
-            point.update(skipped=f"error: {type(err).__name__}: {msg[0] if msg else ''}", peak_bytes=None)
         else:
-            if point["solver"] == "dopri5":
-                point["steps"] = r["steps_forward"]
-            point.update(
-                nfe_forward=r["nfe_forward"],
-                nfe_backward=r["nfe_backward"],
-                peak_bytes=float(r["peak_bytes"]),
-                steps_forward_counted=r["steps_forward"],
-                steps_rejected=r["steps_rejected"],
-                steps_backward=r["steps_backward"],
-                baseline_bytes=r["baseline_bytes"],
-                retained_bytes=r["retained_bytes"],
-                peak_method=r["peak_method"],
-                seconds=r["seconds"],
-                loss=r["loss"],
-            )
-        done.append(point)
-        if "skipped" in point:
-            log(f"{label}: {point['skipped']}")
-        else:
-            log(
-                f"{label}: {point['peak_bytes'] / MiB:.1f} MiB, steps {point['steps']}, "
-                f"NFE {point['nfe_forward']}/{point['nfe_backward']}, {point['seconds']:.1f} s"
-            )
+            r = runner.measure(spec)
+    except _Aborted as err:
+        point.update(skipped=f"stopped while running: {err}", peak_bytes=None)
+    except Exception as err:
+        msg = str(err).strip().splitlines()
+        point.update(skipped=f"error: {type(err).__name__}: {msg[0] if msg else ''}", peak_bytes=None)
+    else:
+        if point["solver"] == "dopri5":
+            point["steps"] = r["steps_forward"]
+        point.update(
+            nfe_forward=r["nfe_forward"],
+            nfe_backward=r["nfe_backward"],
+            peak_bytes=float(r["peak_bytes"]),
+            steps_forward_counted=r["steps_forward"],
+            steps_rejected=r["steps_rejected"],
+            steps_backward=r["steps_backward"],
+            baseline_bytes=r["baseline_bytes"],
+            retained_bytes=r["retained_bytes"],
+            peak_method=r["peak_method"],
+            seconds=r["seconds"],
+            loss=r["loss"],
+        )
+    return point
 
+
+def _run_points(config, device, threads, budget, budget_gib, workers, log):
+    """Validation, then every point: ``workers`` series side by side (CPU), a point
+    starting only while the predicted peaks of the running ones and its own fit in the
+    budget together (a point alone always starts)."""
+    is_cuda = device.startswith("cuda")
+    workers = 1 if is_cuda else max(1, int(workers))
+    runners = [_PointRunner() for _ in range(workers)]
+    done: List[dict] = []
+    lock = threading.Condition()
+    state = {"reserved": 0.0, "running": 0, "error": None}
+    queue = list(_plan(config))
+    try:
+        validation = _validate(device, threads, runners[0])
+        for kind, r in validation.items():
+            if "error" in r:
+                log(f"validation {kind}: {r['error']}")
+            else:
+                log(
+                    f"validation {kind}: {r['peak_bytes'] / MiB:.1f} MiB measured for "
+                    f"{r['expected_bytes'] / MiB:.1f} MiB"
+                )
+
+        def reserve(point) -> float:
+            with lock:
+                series = [
+                    p
+                    for p in done
+                    if (p["solver"], p["mode"], p["batch"]) == (point["solver"], point["mode"], point["batch"])
+                ]
+                target = point["steps"] if point["solver"] == "rk4" else _dopri5_target_steps(point, done)
+                need = min(_predict(series, target) or 0.0, budget)
+                while state["running"] and state["reserved"] + need > budget:
+                    lock.wait()
+                state["reserved"] += need
+                state["running"] += 1
+                return need
+
+        def release(need):
+            with lock:
+                state["reserved"] -= need
+                state["running"] -= 1
+                lock.notify_all()
+
+        def worker(runner):
+            try:
+                while True:
+                    with lock:
+                        if not queue or state["error"]:
+                            return
+                        series = queue.pop(0)
+                    for plan_point in series:
+                        need = reserve(plan_point)
+                        try:
+                            point = _run_one(plan_point, config, device, threads, budget, budget_gib, runner, done, lock)
+                        finally:
+                            release(need)
+                        with lock:
+                            done.append(point)
+                        if "skipped" in point:
+                            log(f"{_label(point)}: {point['skipped']}")
+                        else:
+                            log(
+                                f"{_label(point)}: {point['peak_bytes'] / MiB:.1f} MiB, steps {point['steps']}, "
+                                f"NFE {point['nfe_forward']}/{point['nfe_backward']}, {point['seconds']:.1f} s"
+                            )
+            except BaseException as err:  # a bug: stop the others, raise it below
+                with lock:
+                    state["error"] = err
+                    lock.notify_all()
+
+        pool = [threading.Thread(target=worker, args=(r,), daemon=True) for r in runners]
+        for t in pool:
+            t.start()
+        for t in pool:
+            t.join()
+        if state["error"] is not None:
+            raise state["error"]
+    finally:
+        for r in runners:
+            r.close()
     for p in done:
         p.setdefault("nfe_forward", None)
         p.setdefault("nfe_backward", None)
@@ -678,6 +767,7 @@ def run(
     tiny: bool = False,
     budget_gib: float = DEFAULT_BUDGET_GIB,
     threads: Optional[int] = DEFAULT_THREADS,
+    workers: int = DEFAULT_WORKERS,
     verbose: bool = True,
 ) -> dict:
     """Runs the suite; writes ``out_dir/memory_<device>.json`` and ``.png`` (``tiny``:
@@ -685,7 +775,8 @@ def run(
 
     ``quick``/``tiny`` pick the smaller configurations (``CONFIGS``); ``budget_gib``:
     points predicted above it are skipped; ``threads``: torch's intra-op threads of
-    the CPU points (``None``: torch's default)."""
+    the CPU points (``None``: torch's default); ``workers``: CPU points measured side by
+    side (each in its own process; CUDA: one at a time)."""
     name = "tiny" if tiny else "quick" if quick else "full"
     config = CONFIGS[name]
     dev = device.split(":")[0]
@@ -699,8 +790,7 @@ def run(
         if verbose:
             print(msg, file=sys.stderr, flush=True)
 
-    with _PointRunner() as runner:
-        validation, done = _run_points(config, device, threads, budget, budget_gib, runner, log)
+    validation, done = _run_points(config, device, threads, budget, budget_gib, workers, log)
     points = sorted(done, key=_sort_key)
 
     state_bytes = {b: b * config["dim"] * SPATIAL * SPATIAL * 4 for b in config["batches"]}
@@ -712,7 +802,7 @@ def run(
     command = (
         f"benchmarks.memory.run(tiny=True, device={device!r})"
         if tiny
-        else f"python -m benchmarks.memory{flags} --device {device} --budget-gib {budget_gib:g} --threads {threads}"
+        else f"python -m benchmarks.memory{flags} --device {device} --budget-gib {budget_gib:g} --threads {threads} --workers {workers}"
     )
     result = {
         "suite": "memory",
@@ -941,6 +1031,7 @@ def main(argv=None):
     parser.add_argument(
         "--threads", type=int, default=DEFAULT_THREADS, help="torch threads of the CPU points (0: torch's default)"
     )
+    parser.add_argument("--workers", type=int, default=DEFAULT_WORKERS, help="CPU points measured side by side")
     parser.add_argument("--point", help=argparse.SUPPRESS)  # internal: measure one point (JSON spec), print it
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)  # internal: the point server
     args = parser.parse_args(argv)
@@ -953,7 +1044,12 @@ def main(argv=None):
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: torch sees no CUDA device")
     result = run(
-        quick=args.quick, device=args.device, out_dir=args.out, budget_gib=args.budget_gib, threads=args.threads or None
+        quick=args.quick,
+        device=args.device,
+        out_dir=args.out,
+        budget_gib=args.budget_gib,
+        threads=args.threads or None,
+        workers=args.workers,
     )
     print(markdown(result))
     return result

@@ -26,22 +26,32 @@ Procedure (the panels use ``neuralode.SolverStats``):
    it trains on random images.
 2. (a)-(c) On the (trained, else freshly initialized) model and one fixed batch (the
    first test images, else seeded random images and labels): the down-sampled state
-   ``z0`` is computed once; for each tolerance, the forward solve alone is timed
-   under ``no_grad`` (median of repeats, after a warm-up: panel b) and its NFE
-   counted (panel a); one forward + backward with ``gradient="adjoint"``, full norm,
-   and one with ``adjoint_options={"norm": "seminorm"}`` give the backward NFE (panel
-   c). The numerical error of ``z(1)`` is measured against a float64 dopri5 solve at
-   1e-3 times the tightest tolerance (at least 1e-8). BatchNorm uses batch statistics (training mode) in every
-   solve, the dynamics the model was trained with.
+   ``z0`` is computed once; for each tolerance the forward solve alone is timed under
+   ``no_grad`` (tolerance after tolerance within each repeat, median of the repeats
+   after a warm-up: panel b) and its NFE counted (panel a, which also shows the NFE
+   of the model at initialization on the same batch); one forward + backward with
+   ``gradient="adjoint"`` and the full norm, and one with
+   ``adjoint_options={"norm": "seminorm"}``, give the backward NFE (panel c). The
+   numerical error of ``z(1)`` is measured against a float64 dopri5 solve at 1e-3
+   times the tightest tolerance (at least 1e-8). BatchNorm uses batch statistics
+   (training mode) in every solve: the dynamics the model was trained with.
+
+Sizes: default 9 tolerances (1e-1 to 1e-5, half decades), 3000 training iterations,
+15 timing repeats, accuracy on the 10,000 test images; ``--quick``: 5 tolerances
+(decades), 400 iterations, 10 repeats, 2,000 test images (about 1.5 minutes on one
+core); ``--tiny``: a smoke test (width 8, batch 4, 2 tolerances, 3 iterations on
+random images, a few seconds). On CPU the run uses one intra-op thread unless
+``--threads`` says otherwise (see ``DEFAULT_THREADS``).
 
 Run::
 
     python -m benchmarks.nfe [--quick] [--tiny] [--device cpu|cuda] [--out DIR]
-                             [--data-dir MNIST_DIR] [--iters N] [--threads N]
+                             [--data-dir MNIST_DIR] [--iters N] [--train-tol TOL]
+                             [--threads N] [--seed N]
 
 It writes ``DIR/nfe_<device>.json`` and ``DIR/nfe_<device>.png`` (the 2x2 figure;
-default ``DIR``: ``benchmarks/results``) and prints a markdown section.
-``MNIST_DIR`` holds the four standard IDX files, raw or ``.gz``
+default ``DIR``: ``benchmarks/results``) and prints a markdown section
+(:func:`markdown`). ``MNIST_DIR`` holds the four standard IDX files, raw or ``.gz``
 (see ``neuralode.data.mnist``).
 """
 

@@ -365,28 +365,46 @@ def run(
     out_dir: str = RESULTS_DIR,
     tiny: bool = False,
     cases=("P1", "MNIST block"),
+    threads: Optional[int] = None,
     **kw,
 ) -> dict:
+    """Measures every case; writes ``out_dir/overhead_<device>.json`` (``tiny``:
+    ``overhead_<device>_tiny.json``) and returns the result. ``threads``: torch's
+    intra-op threads for the run (default: as set; ``tiny``: 1, since tiny ops on a
+    loaded machine are far slower with more), restored after."""
     if device == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("device cuda: torch sees no CUDA device")
     config = "tiny" if tiny else "quick" if quick else "full"
-    # tiny: one thread (tiny ops on a loaded machine are far slower with more), restored after.
-    threads = torch.get_num_threads()
-    if tiny:
-        torch.set_num_threads(1)
-    try:
-        result = _run(config, device, cases)
-    finally:
+    before = torch.get_num_threads()
+    if threads is None and tiny:
+        threads = 1
+    if threads is not None:
         torch.set_num_threads(threads)
+    load_start = _load()
+    try:
+        result = _run(config, device, cases, threads)
+    finally:
+        torch.set_num_threads(before)
+    result["machine"]["load_average_1min"] = {"start": load_start, "end": _load()}
+    result["machine"]["cpu_count"] = os.cpu_count()
     os.makedirs(out_dir, exist_ok=True)
     with open(json_path(out_dir, device, tiny), "w") as fh:
         json.dump(result, fh, indent=2)
     return result
 
 
-def _run(config: str, device: str, cases) -> dict:
+def _load() -> Optional[float]:
+    try:
+        return os.getloadavg()[0]
+    except (OSError, AttributeError):
+        return None
+
+
+def _run(config: str, device: str, cases, threads: Optional[int]) -> dict:
     tiny = config == "tiny"
     flags = {"tiny": " --tiny", "quick": " --quick", "full": ""}[config]
+    if threads is not None and not tiny:
+        flags += f" --threads {threads}"
     command = f"python -m benchmarks.overhead{flags} --device {device}"
     results = {}
     for name in cases:
@@ -457,6 +475,16 @@ def markdown(result: dict) -> str:
         f"configuration `{result['config']}`. Command: `{result['command']}`."
         + (f" JSON: `{result['_path']}`." if result.get("_path") else ""),
     ]
+    load = m.get("load_average_1min") or {}
+    cores = m.get("cpu_count")
+    if load.get("start") is not None and cores:
+        busiest = max(v for v in load.values() if v is not None)
+        lines[-1] += f" Load average (1 min) at start / end: {load['start']:.1f} / {load['end']:.1f} on {cores} cores."
+        if busiest > 0.5 * cores:
+            lines[-1] += (
+                " **The machine was busy with other work during this run: the ratios are noisy; rerun on a "
+                "quiet machine before reading them closely.**"
+            )
     for name, c in result["cases"].items():
         u = c["unit_seconds"]
         lines += [
@@ -492,7 +520,9 @@ def markdown(result: dict) -> str:
         lines += [
             "",
             f"Strict backward ratio of the adjoint (one of its {a['nfe_backward']} backward evaluations is "
-            f"a plain f, the first-step search): {a['ratios']['backward_strict']:.2f}.",
+            f"a plain f, the first-step search): {a['ratios']['backward_strict']:.2f}. The backprop row is "
+            "indicative only: its forward records the graph of f, and its backward does not evaluate f "
+            "again while t_vjp includes one evaluation, so it can fall below 1.",
             "",
             "SolverStats' own split (medians; solver = solve - f; per eval: f seconds / NFE, against "
             "t_f or t_vjp measured alone):",
@@ -562,10 +592,13 @@ def main(argv=None):
     parser.add_argument("--tiny", action="store_true", help="small problems, 3 rounds: a smoke test")
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     parser.add_argument("--out", default=RESULTS_DIR)
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     args = parser.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: torch sees no CUDA device")
-    result = run(quick=args.quick, device=args.device, out_dir=args.out, tiny=args.tiny)
+    if args.threads is not None and args.threads < 1:
+        parser.error("--threads must be >= 1")
+    result = run(quick=args.quick, device=args.device, out_dir=args.out, tiny=args.tiny, threads=args.threads)
     print(markdown(result))
     print(f"\nwritten {os.path.relpath(json_path(args.out, args.device, args.tiny))}")
     return result
