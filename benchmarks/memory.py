@@ -14,16 +14,18 @@ one solver setting in one gradient mode:
   checkpoint``; its "steps" are the accepted steps of the forward solve.
 
 Batches 32 and 128. ``--quick``: batch 32, rk4 steps 10, 30, 100, 1000, dopri5
-tolerances 1e-1 and 1e-3.
+tolerances 1e-1 and 1e-3. ``run(tiny=True)`` (smoke tests): ``ConvODEF(4)``, state
+``(2, 4, 6, 6)``, rk4 steps 2 and 4, dopri5 at 1e-1, every mode, a few seconds.
 
 How the peak is measured. CPU: every point runs in a process of its own (so
 nothing cached by an earlier point is reused), forked from a server process that
 imported the libraries and ran nothing else (so the imports are paid once), with
 glibc's mmap threshold pinned at 64 KiB (``MALLOC_MMAP_THRESHOLD_``) so that every
 tensor of 64 KiB or more gets its own mapping and goes back to the OS when freed:
-resident memory then follows the live tensors. The point's process builds the block and the inputs, runs one untimed warm-up
-forward + backward at the smallest setting (one rk4 step; dopri5 at 1e-1), then
-reads its resident memory (``/proc/self/statm``) as the baseline and runs the
+resident memory then follows the live tensors. The point's process builds the
+block and the inputs, runs one untimed warm-up forward + backward at the smallest
+setting (one rk4 step; dopri5 at 1e-1), then hands malloc's free pages back to the
+OS (``malloc_trim``), reads its resident memory (``/proc/self/statm``) as the baseline and runs the
 measured forward + backward while a thread samples the resident memory every
 millisecond. The peak is the largest resident memory during the call, taken from
 ``getrusage(RUSAGE_SELF).ru_maxrss`` when the call raised the lifetime high-water
@@ -39,9 +41,14 @@ same tolerance), exceeds the budget (default 6 GiB) is not run and is recorded w
 ``"skipped"``; a CPU point that passes the budget while running is stopped and
 recorded likewise.
 
+CPU points run in one torch thread (memory does not depend on it; run time on a
+busy machine does), two at a time (``--workers``), a point starting only while the
+predicted peaks of the running points and its own fit in the budget together.
+
 Run::
 
-    python -m benchmarks.memory [--quick] [--device cpu|cuda] [--out DIR] [--budget-gib G] [--threads N]
+    python -m benchmarks.memory [--quick] [--device cpu|cuda] [--out DIR] [--budget-gib G]
+                                [--threads N] [--workers W]
 
 It prints a markdown section and writes ``DIR/memory_<device>.json`` and
 ``DIR/memory_<device>.png`` (default ``DIR``: ``benchmarks/results``).
@@ -568,7 +575,11 @@ def _sort_key(p: dict):
 
 def _ratio(points: List[dict], mode: str, batch: int) -> dict:
     series = sorted(
-        (p for p in points if p["solver"] == "rk4" and p["mode"] == mode and p["batch"] == batch and p.get("peak_bytes")),
+        (
+            p
+            for p in points
+            if p["solver"] == "rk4" and p["mode"] == mode and p["batch"] == batch and p.get("peak_bytes")
+        ),
         key=lambda p: p["steps"],
     )
     if len(series) < 2:
@@ -726,7 +737,9 @@ def _run_points(config, device, threads, budget, budget_gib, workers, log):
                     for plan_point in series:
                         need = reserve(plan_point)
                         try:
-                            point = _run_one(plan_point, config, device, threads, budget, budget_gib, runner, done, lock)
+                            point = _run_one(
+                                plan_point, config, device, threads, budget, budget_gib, runner, done, lock
+                            )
                         finally:
                             release(need)
                         with lock:
@@ -802,7 +815,8 @@ def run(
     command = (
         f"benchmarks.memory.run(tiny=True, device={device!r})"
         if tiny
-        else f"python -m benchmarks.memory{flags} --device {device} --budget-gib {budget_gib:g} --threads {threads} --workers {workers}"
+        else f"python -m benchmarks.memory{flags} --device {device} --budget-gib {budget_gib:g} "
+        f"--threads {threads} --workers {workers}"
     )
     result = {
         "suite": "memory",
@@ -824,9 +838,10 @@ def run(
             "CUDA: torch.cuda.max_memory_allocated() after reset_peak_memory_stats(), minus the bytes allocated "
             "before the call, in process"
             if dev == "cuda"
-            else "one process per point, forked from a server process that only imported the libraries, "
-            "MALLOC_MMAP_THRESHOLD_=65536; after a warm-up forward + backward "
-            "at the smallest setting (1 rk4 step; dopri5 tol 1e-1), peak resident memory during one forward + "
+            else f"one process per point ({threads} torch thread(s), up to {workers} points side by side), forked "
+            "from a server process that only imported the libraries, MALLOC_MMAP_THRESHOLD_=65536; after a "
+            "warm-up forward + backward at the smallest setting (1 rk4 step; dopri5 tol 1e-1) and malloc_trim, "
+            "peak resident memory during one forward + "
             "backward (getrusage ru_maxrss when the call set the high-water mark, else a 1 ms sampler of "
             "/proc/self/statm) minus the resident memory just before it"
         ),
@@ -970,7 +985,8 @@ def markdown(result: dict, heading: bool = True) -> str:
     ]
     for b in batches:
         for n in result["problem"]["rk4_steps"]:
-            lines.append(f"| {b} | {n} | " + " | ".join(_mib(find("rk4", mode, b, steps=n)) for mode in RK4_MODES) + " |")
+            cells = " | ".join(_mib(find("rk4", mode, b, steps=n)) for mode in RK4_MODES)
+            lines.append(f"| {b} | {n} | {cells} |")
     lines += [
         "",
         "dopri5 (rtol = atol = tol; steps: accepted forward steps, neuralode / torchdiffeq; "
@@ -988,7 +1004,10 @@ def markdown(result: dict, heading: bool = True) -> str:
                 return "-" if p is None or p.get(key) is None else str(p[key])
 
             steps = f"{field('neuralode adjoint', 'steps')} / {field('torchdiffeq odeint_adjoint', 'steps')}"
-            nfe = f"{field('neuralode adjoint', 'nfe_backward')} / {field('torchdiffeq odeint_adjoint', 'nfe_backward')}"
+            nfe = (
+                f"{field('neuralode adjoint', 'nfe_backward')} / "
+                f"{field('torchdiffeq odeint_adjoint', 'nfe_backward')}"
+            )
             lines.append(
                 f"| {b} | {tol:g} | {steps} | {nfe} | " + " | ".join(_mib(row[mode]) for mode in DOPRI5_MODES) + " |"
             )
@@ -1018,7 +1037,8 @@ def markdown_many(results: List[dict]) -> str:
     parts = [HEADING]
     for r in results:
         where = f" (`{r['_path']}`)" if r.get("_path") else ""
-        parts.append(f"### {r['machine']['device']}, {r.get('config', 'full')} configuration{where}\n\n" + markdown(r, heading=False))
+        title = f"### {r['machine']['device']}, {r.get('config', 'full')} configuration{where}"
+        parts.append(title + "\n\n" + markdown(r, heading=False))
     return "\n\n".join(p.strip() for p in parts) + "\n"
 
 
