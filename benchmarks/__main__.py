@@ -49,7 +49,7 @@ def run_suite(name: str, quick: bool, device: str, out_dir: str, data_dir=None) 
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0].strip("`: "))
+    parser = argparse.ArgumentParser(description="Runs the benchmark suites, then regenerates RESULTS.md.")
     parser.add_argument(
         "--suite", action="append", choices=tuple(SUITES) + ("all",), help="suite to run (repeatable; default all)"
     )

@@ -341,7 +341,35 @@ def _profile_pass(case: Case, mode: str, phase: str, nfe: int, solves: int) -> d
 
     extra = {k: solve_ops.get(k, 0.0) - nfe * unit_ops.get(k, 0.0) for k in set(solve_ops) | set(unit_ops)}
     top = sorted(((k, v) for k, v in extra.items() if v > 0), key=lambda kv: -kv[1])[:PROFILE_TOP]
+
+    # The Python around the C++ loop (argument checks, autograd.Function): cProfile of
+    # the same calls, neuralode's own Python functions that do not contain the solve.
+    import cProfile
+    import pstats
+
+    prof_py = cProfile.Profile()
+    for _ in range(solves):
+        if phase == "forward":
+            prof_py.enable()
+            forward()
+            prof_py.disable()
+        else:
+            loss = forward()[-1].pow(2).mean()
+            prof_py.enable()
+            loss.backward()
+            prof_py.disable()
+    stats = pstats.Stats(prof_py).stats  # (file, line, name) -> (cc, nc, tottime, cumtime, callers)
+    package = os.path.dirname(os.path.abspath(neuralode.__file__))
+    total = sum(v[2] for v in stats.values())
+    python_side = []
+    for (filename, line, func), (_, ncalls, tottime, cumtime, _) in stats.items():
+        in_f = os.path.basename(filename) == "dynamics.py" or func == "<lambda>"  # f itself, its adapter
+        if os.path.abspath(filename).startswith(package) and not in_f and cumtime < 0.5 * total:
+            python_side.append({"function": f"neuralode/{os.path.relpath(filename, package)}:{line}({func})",
+                                "cumulative_us": 1e6 * cumtime / solves, "calls_per_solve": ncalls / solves})
+    python_side.sort(key=lambda e: -e["cumulative_us"])
     return {
+        "python_functions_us": python_side[:PROFILE_TOP],
         "mode": mode,
         "phase": phase,
         "solves_profiled": solves,
@@ -352,7 +380,8 @@ def _profile_pass(case: Case, mode: str, phase: str, nfe: int, solves: int) -> d
             for k, v in top
         ],
         "note": "self CPU time per solve under torch.profiler (inflated by the profiler itself); "
-        "units_us: NFE times the op's time in one isolated unit call",
+        "units_us: NFE times the op's time in one isolated unit call; python_functions_us: cumulative "
+        "time per solve under cProfile of neuralode's Python functions that do not contain the solve",
     }
 
 
@@ -478,13 +507,29 @@ def markdown(result: dict) -> str:
     load = m.get("load_average_1min") or {}
     cores = m.get("cpu_count")
     if load.get("start") is not None and cores:
-        busiest = max(v for v in load.values() if v is not None)
+        # The end value includes this run's own threads.
+        others = max(load["start"], (load.get("end") or 0.0) - m.get("threads", 1))
         lines[-1] += f" Load average (1 min) at start / end: {load['start']:.1f} / {load['end']:.1f} on {cores} cores."
-        if busiest > 0.5 * cores:
+        if others > 0.5 * cores:
             lines[-1] += (
                 " **The machine was busy with other work during this run: the ratios are noisy; rerun on a "
                 "quiet machine before reading them closely.**"
             )
+    lines += [
+        "",
+        f"Summary, the adjoint (`odeint_adjoint`), ratio wall / stats, goal < {result['goal']:g}:",
+        "",
+        "| problem | forward | backward | goal met (wall) |",
+        "| --- | ---: | ---: | --- |",
+    ]
+    for name, c in result["cases"].items():
+        r = c["modes"]["adjoint"]["ratios"]
+        met = [ph for ph in ("forward", "backward") if r[ph] < result["goal"]]
+        lines.append(
+            f"| {name} | {_ratio(r['forward'])} / {r['forward_solverstats']:.2f} | "
+            f"{_ratio(r['backward'])} / {r['backward_solverstats']:.2f} | "
+            f"{' and '.join(met) if met else 'neither'} |"
+        )
     for name, c in result["cases"].items():
         u = c["unit_seconds"]
         lines += [
@@ -525,7 +570,8 @@ def markdown(result: dict) -> str:
             "again while t_vjp includes one evaluation, so it can fall below 1.",
             "",
             "SolverStats' own split (medians; solver = solve - f; per eval: f seconds / NFE, against "
-            "t_f or t_vjp measured alone):",
+            "t_f or t_vjp measured alone; the checkpoint's backward times only its replayed evaluations "
+            "of f as f, the backward through each replayed step counts as solver time):",
             "",
             "| mode | pass | solve ms | f ms | solver ms | f share | f per eval, in solve / alone (ms) | steps |",
             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
@@ -561,14 +607,28 @@ def markdown(result: dict) -> str:
                 tops = ", ".join(
                     f"`{o['op']}` +{o['extra_us'] / 1e3:.2f} ms" for o in p["top_extra_ops_us"][:5]
                 )
+                py = ", ".join(
+                    f"`{e['function'].split('(')[-1].rstrip(')')}` {e['cumulative_us'] / 1e3:.2f} ms"
+                    for e in p.get("python_functions_us", [])[:4]
+                )
+                if p["mode"] == "checkpoint" and phase == "backward":
+                    f_text = (
+                        f"The replayed evaluations of f (stats) {_ms(f_s)} ms; autograd through each replayed "
+                        "step and the solver's own work (stats: solve - f)"
+                    )
+                else:
+                    f_text = (
+                        f"f inside the solve (stats) {_ms(f_s)} ms, {f_s / ideal:.2f}x its isolated cost; "
+                        "the solver's own work (stats: solve - f)"
+                    )
                 lines.append(
                     f"- {p['mode']} {phase}: {_ms(wall)} ms against {_ms(ideal)} ms for {nfe} isolated calls "
-                    f"(excess {_ms(wall - ideal)} ms). f inside the solve (stats) {_ms(f_s)} ms, "
-                    f"{f_s / ideal:.2f}x its isolated cost; the solver's own work (stats: solve - f) "
+                    f"(excess {_ms(wall - ideal)} ms). {f_text} "
                     f"{_ms(solve - f_s)} ms ({1e6 * (solve - f_s) / max(1, _steps(r, phase)):.0f} us per step); "
                     f"the Python call around the C++ loop {_ms(wall - solve)} ms. Ops whose time in the solve "
                     f"exceeds NFE x their time in one isolated call (per solve, under the profiler): "
-                    f"{tops or 'none'}."
+                    f"{tops or 'none'}. neuralode's Python around the loop (cProfile, cumulative per solve): "
+                    f"{py or 'none'}."
                 )
             lines += [
                 "",

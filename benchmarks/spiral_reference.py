@@ -109,7 +109,8 @@ def _machine_label(m: dict) -> str:
 def markdown_many(results) -> str:
     """One table over several ``spiral_reference_*.json`` results (machines, batches)."""
     results = sorted(
-        results, key=lambda r: (r["machine"].get("device", ""), r["machine"].get("torch", ""), r["problem"]["batch"])
+        results,
+        key=lambda r: (r["machine"].get("device", ""), r["machine"].get("threads", 0), r["problem"]["batch"]),
     )
     lines = [
         "The paper's spiral (`LinearODEF`, 2x2), a batch of random sub-trajectories with per-sample "
