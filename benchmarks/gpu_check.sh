@@ -2,8 +2,9 @@
 # GPU check for a machine with an NVIDIA GPU and a CUDA build of torch (no internet needed):
 #   1. build neuralode._C with the CUDA kernels, in place;
 #   2. run the test suite (the CUDA tests compare CUDA with CPU on the same inputs);
-#   3. run the GPU benchmarks (fused adjoint vs the reference; P1/P2 with the adaptive
-#      solvers against the peers that are installed), --device cuda;
+#   3. run the GPU benchmarks, --device cuda: the fused adjoint against the reference; the
+#      speed suite (P1, P2, the MNIST block, the Euler spiral, against the peers that are
+#      installed) and the memory suite, both --quick;
 #   4. print a short table last.
 # Usage: bash benchmarks/gpu_check.sh [RESULTS_DIR]   (default benchmarks/results)
 set -euo pipefail
@@ -47,8 +48,10 @@ echo "== benchmark"
 $PY -m benchmarks.spiral_reference --device cuda --repeats 20 --out "$RESULTS"
 $PY -m benchmarks.spiral_reference --device cuda --repeats 20 --batch 4096 --points 12 --out "$RESULTS/large"
 $PY -m benchmarks.spiral_reference --device cpu --repeats 20 --out "$RESULTS/cpu-on-gpu-machine"
-# Adaptive solvers, P1/P2 (peers that are not installed there are reported as such).
+# Every speed problem (peers that are not installed there are reported as such).
 $PY -m benchmarks.speed --problem all --device cuda --quick --out "$RESULTS" || echo "speed benchmark failed"
+# Peak memory per gradient mode (torch.cuda.max_memory_allocated), rk4 steps and dopri5 tolerances.
+$PY -m benchmarks.memory --quick --device cuda --out "$RESULTS" || echo "memory benchmark failed"
 
 echo "== summary"
 [ "$tests_failed" = 0 ] && echo "tests: all passed" || echo "tests: FAILURES (logs in $RESULTS)"
@@ -67,4 +70,16 @@ for sub in ("", "large", "cpu-on-gpu-machine"):
 print(f"{'device':<28}{'where':<6}{'batch':>6}{'reference ms':>14}{'neuralode ms':>14}{'ratio':>8}")
 for g, dev, b, ref, fu, ratio in rows:
     print(f"{g[:27]:<28}{dev:<6}{b:>6}{ref:>14.2f}{fu:>14.2f}{ratio:>7.2f}x")
+print()
+for name in sorted(os.listdir(root)):
+    if name.startswith("speed_") and name.endswith("_cuda.json"):
+        r = json.load(open(os.path.join(root, name)))
+        for label, v in r["ratios_peer_over_neuralode"].items():
+            if not isinstance(v, str):
+                print(f"speed {r['problem']['name']:<7} {label:<52} {v:6.2f}x")
+path = os.path.join(root, "memory_cuda.json")
+if os.path.exists(path):
+    s = json.load(open(path))["summary"]
+    print(f"memory: adjoint peak at {s['adjoint_flat_steps'][1]} / {s['adjoint_flat_steps'][0]} rk4 steps "
+          f"{s['adjoint_flat_ratio']:.2f}x, backprop {s['backprop_growth_ratio']:.1f}x (batch {s['batch']})")
 PYEOF

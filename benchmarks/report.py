@@ -29,7 +29,7 @@ NOTES_MD = os.path.join(BENCH_DIR, "results_notes.md")
 
 #: (suite, module in benchmarks/, section title), in the order of RESULTS.md.
 SUITES = (
-    ("speed", "speed", "Adaptive solvers against torchdiffeq and torchode"),
+    ("speed", "speed", "Speed against torchdiffeq, torchode and the reference"),
     ("overhead", "overhead", "Solver overhead: solve time against the cost of f"),
     ("memory", "memory", "Memory"),
     ("nfe", "nfe", "Function evaluations of the MNIST ODE-Net"),

@@ -1,36 +1,48 @@
-"""Speed of neuralode against torchdiffeq 0.2.5 and torchode 1.0.1, side by side.
+"""Speed of neuralode against torchdiffeq 0.2.5, torchode 1.0.1 and the paper's reference, side by side.
 
-Every candidate solves the same problem with dopri5 (float32, rtol 1e-5, atol 1e-6,
-the same thread count) and the same initial weights (one seeded module used by
-all), and we time one forward + backward: ``zero_grad``, solve, loss, ``backward``.
-Candidates are timed in turn, repeat by repeat (``timing.interleaved``), after a
-warm-up; we report medians, the dynamics evaluations (NFE) of the forward and of
-the backward pass, the steps taken, and speed ratios peer / neuralode (> 1: neuralode
-is faster).
+Every candidate solves the same problem with the same solver (float32, the same thread
+count) and the same initial weights (one seeded module used by all), and we time one
+forward + backward: ``zero_grad``, solve, loss, ``backward``. Candidates are timed in
+turn, repeat by repeat (``timing.interleaved``), after a warm-up; we report medians,
+the dynamics evaluations (NFE) of the forward and of the backward pass, the steps
+taken, and speed ratios peer / neuralode (> 1: neuralode is faster).
 
 Problems (their sizes are fixed; ``--quick`` only cuts the repeats):
 
-* ``P1``: a batch of 512 two-dimensional states ``y0 ~ N(0, 1)``, dynamics an MLP
-  2-64-64-2 with ELU (time-independent), ``t = [0, 5]``, loss ``mean(z(5)^2)``.
-* ``P2``: the paper's non-linear spiral. 256 trajectories of the true dynamics
-  ``neuralode.dynamics.TestODEF`` (``A = [[-0.1, -1], [1, -0.1]]``,
-  ``B = [[-0.2, 1], [-1, -0.2]]``, ``x0 = [-1, 0]``) from initial states uniform in
-  ``[-2, 2]^2``, observed at 200 times in ``[0, 10]`` (classic RK4 in float64 with
-  ~0.01 steps, once, untimed, independent of every candidate). The model, an MLP
-  2-64-64-2 with ELU (time-independent), starts from the true initial states; loss
-  the MSE against the observations at all 200 times.
+* ``P1`` (dopri5, rtol 1e-5, atol 1e-6): a batch of 512 two-dimensional states
+  ``y0 ~ N(0, 1)``, dynamics an MLP 2-64-64-2 with ELU (time-independent),
+  ``t = [0, 5]``, loss ``mean(z(5)^2)``.
+* ``P2`` (dopri5, rtol 1e-5, atol 1e-6): the paper's non-linear spiral. 256
+  trajectories of the true dynamics ``neuralode.dynamics.TestODEF``
+  (``A = [[-0.1, -1], [1, -0.1]]``, ``B = [[-0.2, 1], [-1, -0.2]]``, ``x0 = [-1, 0]``)
+  from initial states uniform in ``[-2, 2]^2``, observed at 200 times in ``[0, 10]``
+  (classic RK4 in float64 with ~0.01 steps, once, untimed, independent of every
+  candidate). The model, an MLP 2-64-64-2 with ELU (time-independent), starts from the
+  true initial states; loss the MSE against the observations at all 200 times.
+* ``MNIST`` (Euler, step 0.05: the paper tutorial's solver, 20 steps): the MNIST ODE
+  block ``neuralode.dynamics.ConvODEF(64)`` (two 3x3 convolutions with time as a
+  channel, batch norm) on a batch of 32 states of 64 x 6 x 6 (the feature maps after
+  the paper's down-sampling), ``t = [0, 1]``, loss ``mean(z(1)^2)``. Dominated by f.
+* ``spiral`` (Euler, step 0.05, 160 steps): the paper's first experiment. 16
+  trajectories of the linear spiral ``dz/dt = z W^T``, ``W = [[-0.1, -1], [1, -0.1]]``
+  (exact solution by the matrix exponential) from initial states uniform in
+  ``[-2, 2]^2``, observed at 33 times ``0, 0.25, ..., 8``; the model a random linear
+  map (``LinearODEF``, seeded), loss the MSE over all times. Dominated by the solver's
+  own per-step cost, f being a 2 x 2 matrix product.
 
 Candidates: ``neuralode adjoint`` (``neuralode.odeint_adjoint``), ``neuralode
 backprop`` and ``neuralode checkpoint`` (``neuralode.odeint(..., gradient=...)``),
 ``torchdiffeq adjoint`` (``torchdiffeq.odeint_adjoint``), ``torchdiffeq backprop``
-(``torchdiffeq.odeint``), ``torchode AutoDiffAdjoint`` (``Dopri5``,
-``IntegralController``, autograd through the solver; per-sample step sizes). A
-candidate that is not importable or raises is reported as "not available: <error>"
-and the others still run.
+(``torchdiffeq.odeint``), ``torchode AutoDiffAdjoint`` (``Dopri5`` with
+``IntegralController``, or ``Euler`` with ``FixedStepController``; autograd through
+the solver; per-sample step sizes), and ``reference adjoint``
+(``neuralode.reference.NeuralODE``, the paper tutorial's Euler + adjoint in plain
+PyTorch; fixed-step Euler problems only). A candidate that is not importable, does
+not apply or raises is reported as "not available: <reason>" and the others still run.
 
 Run::
 
-    python -m benchmarks.speed [--problem P1|P2|all] [--repeats N] [--quick]
+    python -m benchmarks.speed [--problem P1|P2|MNIST|spiral|all] [--repeats N] [--quick]
                                [--device cpu|cuda] [--out DIR]
 
 It prints a markdown table per problem and writes ``DIR/speed_<problem>_<device>.json``
@@ -47,6 +59,7 @@ import dataclasses
 import json
 import os
 import sys
+import warnings
 from datetime import datetime, timezone
 from typing import Callable, Dict, List, Optional
 
@@ -58,16 +71,27 @@ from .timing import interleaved, machine_info, median
 
 RESULTS_DIR = os.path.join(os.path.dirname(__file__), "results")
 
+# torchdiffeq's fixed-step solvers ignore the step callbacks the counted dynamics define.
+warnings.filterwarnings("ignore", message="Solver '.*' does not support callbacks")
+
+#: The adaptive problems' solver.
 METHOD = "dopri5"
 RTOL = 1e-5
 ATOL = 1e-6
+#: The fixed-step problems' solver: the paper tutorial's Euler with its largest step.
+FIXED_METHOD = "euler"
+FIXED_STEP = 0.05
 DTYPE = torch.float32
 WARMUP = 2
 DEFAULT_REPEATS = 10
 QUICK_REPEATS = 3
 #: A small P1 for smoke tests (``run(tiny=True)``): batch 64, MLP 2-16-16-2, one repeat.
 TINY_PROBLEM = "P1-tiny"
+#: A small fixed-step spiral for smoke tests: batch 4, 5 times in [0, 0.8].
+TINY_FIXED_PROBLEM = "spiral-tiny"
 TINY_REPEATS = 1
+#: Every problem, in the order ``--problem all`` runs them.
+PROBLEMS = ("P1", "P2", "MNIST", "spiral")
 
 #: The candidate every gradient and loss is compared with.
 REFERENCE = "torchdiffeq backprop"
@@ -79,6 +103,7 @@ CANDIDATES = (
     "torchdiffeq adjoint",
     "torchdiffeq backprop",
     "torchode AutoDiffAdjoint",
+    "reference adjoint",
 )
 
 #: (label, peer, neuralode mode): reported as time(peer) / time(neuralode mode).
@@ -88,6 +113,7 @@ RATIOS = (
     ("torchode AutoDiffAdjoint / neuralode backprop", "torchode AutoDiffAdjoint", "neuralode backprop"),
     ("torchdiffeq odeint / neuralode checkpoint", "torchdiffeq backprop", "neuralode checkpoint"),
     ("torchode AutoDiffAdjoint / neuralode checkpoint", "torchode AutoDiffAdjoint", "neuralode checkpoint"),
+    ("reference adjoint / neuralode adjoint", "reference adjoint", "neuralode adjoint"),
 )
 
 
@@ -117,25 +143,18 @@ def _version(lib) -> str:
 # --------------------------------------------------------------------------- dynamics
 
 
-class CountedMLP(nn.Module):
-    """MLP 2-64-64-2 with ELU, ``f(t, z)`` (torchdiffeq's and neuralode's convention),
-    time-independent. Counts its evaluations (``nfe``), and the steps torchdiffeq
-    reports through its callbacks (forward solve and adjoint solve separately)."""
+class _Counted(nn.Module):
+    """Dynamics ``f(t, z)`` (torchdiffeq's and neuralode's convention) that count their
+    evaluations (``nfe``) and the steps torchdiffeq reports through its callbacks
+    (forward solve and adjoint solve separately)."""
 
-    def __init__(self, dim: int = 2, hidden: int = 64):
+    def __init__(self):
         super().__init__()
-        self.net = nn.Sequential(
-            nn.Linear(dim, hidden), nn.ELU(), nn.Linear(hidden, hidden), nn.ELU(), nn.Linear(hidden, dim)
-        )
         self.reset_counters()
 
     def reset_counters(self) -> None:
         self.nfe = 0
         self.steps = {"accepted": 0, "rejected": 0, "accepted_adjoint": 0, "rejected_adjoint": 0}
-
-    def forward(self, t: Tensor, z: Tensor) -> Tensor:
-        self.nfe += 1
-        return self.net(z)
 
     # torchdiffeq's step callbacks (ignored by the other libraries).
     def callback_accept_step(self, t0, y0, dt):
@@ -149,6 +168,52 @@ class CountedMLP(nn.Module):
 
     def callback_reject_step_adjoint(self, t0, y0, dt):
         self.steps["rejected_adjoint"] += 1
+
+
+class CountedMLP(_Counted):
+    """MLP 2-64-64-2 with ELU, time-independent."""
+
+    def __init__(self, dim: int = 2, hidden: int = 64):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Linear(dim, hidden), nn.ELU(), nn.Linear(hidden, hidden), nn.ELU(), nn.Linear(hidden, dim)
+        )
+
+    def forward(self, t: Tensor, z: Tensor) -> Tensor:
+        self.nfe += 1
+        return self.net(z)
+
+
+class CountedODEF(_Counted):
+    """A paper-convention dynamics (``forward(z, t)``, e.g. ``ConvODEF``) seen as ``f(t, z)``.
+
+    ``paper_view()`` gives the same dynamics as a ``neuralode.reference.ODEF`` (for the
+    reference candidate) that counts into this module's ``nfe``.
+    """
+
+    def __init__(self, inner: nn.Module):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, t: Tensor, z: Tensor) -> Tensor:
+        self.nfe += 1
+        return self.inner(z, t)
+
+    def paper_view(self):
+        from neuralode.reference import ODEF
+
+        counter = self
+
+        class PaperView(ODEF):
+            def __init__(self):
+                super().__init__()
+                self.inner = counter.inner  # the same parameters
+
+            def forward(self, z: Tensor, t: Tensor) -> Tensor:
+                counter.nfe += 1
+                return self.inner(z, t)
+
+        return PaperView()
 
 
 def _spiral_dynamics(libs):
@@ -190,14 +255,42 @@ def _rk4_observations(rhs, y0: Tensor, t: Tensor, substeps: int) -> Tensor:
 # --------------------------------------------------------------------------- problems
 
 
+ADAPTIVE = {"method": METHOD, "rtol": RTOL, "atol": ATOL}
+FIXED = {"method": FIXED_METHOD, "step": FIXED_STEP}
+
+
 @dataclasses.dataclass
 class Problem:
     name: str
-    func: CountedMLP
-    y0: Tensor  # (batch, dim)
+    func: _Counted
+    y0: Tensor  # (batch, *state)
     t: Tensor  # (T,)
-    loss: Callable[[Tensor], Tensor]  # ys (T, batch, dim) -> scalar
+    loss: Callable[[Tensor], Tensor]  # ys (T, batch, *state) -> scalar
     description: dict
+    #: ``ADAPTIVE`` or ``FIXED``.
+    solver: dict = dataclasses.field(default_factory=lambda: dict(ADAPTIVE))
+
+    @property
+    def fixed_step(self) -> bool:
+        return "step" in self.solver
+
+
+def solver_text(solver: dict) -> str:
+    if "step" in solver:
+        return f"{solver['method']}, fixed step {solver['step']:g}"
+    return f"{solver['method']}, rtol {solver['rtol']:g}, atol {solver['atol']:g}"
+
+
+def _neuralode_kwargs(solver: dict) -> dict:
+    if "step" in solver:  # every interval subdivided into equal steps of at most `step`
+        return {"method": solver["method"], "options": {"max_step": solver["step"]}}
+    return {"method": solver["method"], "rtol": solver["rtol"], "atol": solver["atol"]}
+
+
+def _torchdiffeq_kwargs(solver: dict) -> dict:
+    if "step" in solver:  # a uniform grid from t[0]; the problems' times lie on it
+        return {"method": solver["method"], "options": {"step_size": solver["step"]}}
+    return {"method": solver["method"], "rtol": solver["rtol"], "atol": solver["atol"]}
 
 
 def build_problem(name: str, device: str, libs) -> Problem:
@@ -257,6 +350,59 @@ def build_problem(name: str, device: str, libs) -> Problem:
             "P2", func.to(device), obs[0].contiguous(), t64.to(DTYPE).to(device), lambda ys: F.mse_loss(ys, obs), desc
         )
 
+    if name == "MNIST":
+        from neuralode.dynamics import ConvODEF
+
+        batch, channels, size = 32, 64, 6
+        gen = torch.Generator().manual_seed(0)
+        y0 = torch.randn(batch, channels, size, size, generator=gen, dtype=DTYPE)
+        torch.manual_seed(1)
+        func = CountedODEF(ConvODEF(channels))
+        desc = {
+            "name": "MNIST",
+            "summary": f"the MNIST ODE block ConvODEF({channels}) on a batch of {batch} states of "
+            f"{channels}x{size}x{size}, t = [0, 1], loss mean(z(1)^2)",
+            "batch": batch,
+            "state_shape": [channels, size, size],
+            "times": [0.0, 1.0],
+            "y0": "N(0, 1), torch.Generator seed 0",
+            "model": f"neuralode.dynamics.ConvODEF({channels}) (batch norm in training mode), torch.manual_seed(1) init",
+            "loss": "mean(z(1)^2)",
+        }
+        t = torch.tensor([0.0, 1.0], dtype=DTYPE)
+        return Problem(name, func.to(device), y0.to(device), t.to(device), lambda ys: ys[-1].pow(2).mean(), desc, dict(FIXED))
+
+    if name in ("spiral", TINY_FIXED_PROBLEM):
+        from neuralode.dynamics import LinearODEF
+
+        # Intervals of 0.25 (exact in binary): each is 5 Euler steps of 0.05 for every candidate.
+        batch, n_times, interval = (16, 33, 0.25) if name == "spiral" else (4, 5, 0.25)
+        W = torch.tensor([[-0.1, -1.0], [1.0, -0.1]], dtype=torch.float64)
+        gen = torch.Generator().manual_seed(0)
+        x_init = torch.rand(batch, 2, generator=gen, dtype=torch.float64) * 4.0 - 2.0
+        t64 = torch.arange(n_times, dtype=torch.float64) * interval
+        # dz/dt = z W^T  =>  z(t) = z0 expm(t W^T), exactly.
+        obs = torch.stack([x_init @ torch.linalg.matrix_exp(ti * W.T) for ti in t64]).to(DTYPE).to(device)
+        torch.manual_seed(1)
+        func = CountedODEF(LinearODEF(torch.randn(2, 2) / 2.0))
+        steps = round(float(t64[-1]) / FIXED_STEP)
+        desc = {
+            "name": name,
+            "summary": f"the paper's linear spiral: {batch} trajectories x {n_times} times in "
+            f"[0, {float(t64[-1]):g}] ({steps} Euler steps), random linear model (LinearODEF), MSE over all times",
+            "batch": batch,
+            "state_dim": 2,
+            "observation_times": f"0, {interval:g}, ..., {float(t64[-1]):g}",
+            "true_dynamics": "dz/dt = z W^T, W = [[-0.1, -1], [1, -0.1]], exact (matrix exponential)",
+            "initial_states": "uniform in [-2, 2]^2, torch.Generator seed 0",
+            "model": "LinearODEF(randn(2, 2) / 2), torch.manual_seed(1); starts from the true initial states",
+            "loss": f"mse over all {n_times} times",
+            "euler_steps": steps,
+        }
+        return Problem(
+            name, func.to(device), obs[0].contiguous(), t64.to(DTYPE).to(device), lambda ys: F.mse_loss(ys, obs), desc, dict(FIXED)
+        )
+
     raise ValueError(f"unknown problem {name!r}")
 
 
@@ -271,6 +417,8 @@ def make_candidates(problem: Problem, libs) -> Dict[str, object]:
     """name -> solve function, or "not available: ..." (a string)."""
     func, y0, t, loss = problem.func, problem.y0, problem.t, problem.loss
     out: Dict[str, object] = {}
+    nlo_kwargs = _neuralode_kwargs(problem.solver)
+    tdq_kwargs = _torchdiffeq_kwargs(problem.solver)
 
     nlo = libs["neuralode"]
     for mode in ("adjoint", "backprop", "checkpoint"):
@@ -284,9 +432,9 @@ def make_candidates(problem: Problem, libs) -> Dict[str, object]:
             if collect is not None and collect.get("use_stats", False):
                 kwargs["stats"] = collect["neuralode_stats"] = nlo.SolverStats()
             if mode == "adjoint":
-                ys = nlo.odeint_adjoint(func, y0, t, method=METHOD, rtol=RTOL, atol=ATOL, **kwargs)
+                ys = nlo.odeint_adjoint(func, y0, t, **nlo_kwargs, **kwargs)
             else:
-                ys = nlo.odeint(func, y0, t, method=METHOD, rtol=RTOL, atol=ATOL, gradient=mode, **kwargs)
+                ys = nlo.odeint(func, y0, t, gradient=mode, **nlo_kwargs, **kwargs)
             return loss(ys)
 
         out[name] = solve
@@ -298,7 +446,7 @@ def make_candidates(problem: Problem, libs) -> Dict[str, object]:
             continue
 
         def solve(collect, fn=getattr(tdq, fn_name)):
-            return loss(fn(func, y0, t, method=METHOD, rtol=RTOL, atol=ATOL))
+            return loss(fn(func, y0, t, **tdq_kwargs))
 
         out[name] = solve
 
@@ -307,17 +455,44 @@ def make_candidates(problem: Problem, libs) -> Dict[str, object]:
     if isinstance(tode, str):
         out[name] = tode
     else:
-        term = tode.ODETerm(func)
-        step_method = tode.Dopri5(term=term)
-        controller = tode.IntegralController(atol=ATOL, rtol=RTOL, term=term)
+        # torchode: flat states (batch, features) and per-sample times (batch,) / (batch, T).
+        batch, state_shape = y0.shape[0], y0.shape[1:]
+        t_shape = (batch,) + (1,) * len(state_shape)
+        term = tode.ODETerm(lambda tt, yy: func(tt.view(t_shape), yy.view(batch, *state_shape)).flatten(1))
+        if problem.fixed_step:
+            step_method = tode.Euler(term=term)
+            controller = tode.FixedStepController()
+            dt0 = torch.full((batch,), problem.solver["step"], dtype=y0.dtype, device=y0.device)
+        else:
+            step_method = tode.Dopri5(term=term)
+            controller = tode.IntegralController(atol=ATOL, rtol=RTOL, term=term)
+            dt0 = None
         solver = tode.AutoDiffAdjoint(step_method, controller)
-        t_eval = t.unsqueeze(0).repeat(y0.shape[0], 1)  # torchode: per-sample times (batch, T)
+        t_eval = t.unsqueeze(0).repeat(batch, 1)
+        y0_flat = y0.flatten(1)
 
         def solve(collect):
-            sol = solver.solve(tode.InitialValueProblem(y0=y0, t_eval=t_eval))
+            sol = solver.solve(tode.InitialValueProblem(y0=y0_flat, t_eval=t_eval), dt0=dt0)
             if collect is not None:
                 collect["torchode_solution"] = sol
-            return loss(sol.ys.transpose(0, 1))  # (batch, T, dim) -> (T, batch, dim)
+            ys = sol.ys.transpose(0, 1)  # (batch, T, features) -> (T, batch, features)
+            return loss(ys.reshape(ys.shape[0], batch, *state_shape))
+
+        out[name] = solve
+
+    name = "reference adjoint"
+    if not problem.fixed_step:
+        out[name] = "not available: the reference implements fixed-step Euler only"
+    elif isinstance(nlo, str) or not isinstance(func, CountedODEF) or problem.solver["method"] != "euler":
+        out[name] = nlo if isinstance(nlo, str) else "not available: needs Euler and paper-convention dynamics"
+    else:
+        from neuralode import reference
+
+        assert problem.solver["step"] == reference.H_MAX
+        ref_model = reference.NeuralODE(func.paper_view())
+
+        def solve(collect):
+            return loss(ref_model(y0, t, return_whole_sequence=True))
 
         out[name] = solve
     return out
@@ -511,13 +686,18 @@ def run_problem(problem_name: str, repeats: int, device: str, out_dir: str, libs
         "suite": "speed",
         "problem": problem.description,
         "solver": {
-            "method": METHOD,
-            "rtol": RTOL,
-            "atol": ATOL,
+            **problem.solver,
             "dtype": "float32",
-            "notes": "torchdiffeq: one step size for the whole batch, RMS error norm over the batch "
-            "(adjoint: default adjoint options, same tolerances); torchode: per-sample step sizes and "
-            "error norms (IntegralController), not compiled; neuralode: timed without stats=",
+            "notes": (
+                "fixed steps: neuralode and the reference split every observation interval into equal "
+                "steps of at most `step` (options max_step); torchdiffeq steps on a uniform grid of "
+                "`step` (options step_size; the observation times lie on it); torchode Euler with "
+                "FixedStepController and dt0 = step; neuralode: timed without stats="
+                if problem.fixed_step
+                else "torchdiffeq: one step size for the whole batch, RMS error norm over the batch "
+                "(adjoint: default adjoint options, same tolerances); torchode: per-sample step sizes and "
+                "error norms (IntegralController), not compiled; neuralode: timed without stats="
+            ),
         },
         "timed": "zero_grad + solve + loss + backward, interleaved, median over repeats after warm-up",
         "repeats": repeats,
@@ -527,7 +707,9 @@ def run_problem(problem_name: str, repeats: int, device: str, out_dir: str, libs
         "ratios_peer_over_neuralode": ratios,
         "cross_check": {
             "reference": ref_name,
-            "gradient_parameter": "first parameter (net.0.weight, 64x2)",
+            "gradient_parameter": "first parameter ({}, {})".format(
+                next(n for n, _ in func.named_parameters()), "x".join(str(d) for d in next(func.parameters()).shape)
+            ),
             "grad_max_rel_diff": "max |g - g_ref| / max |g_ref|",
             "loss_rel_diff": "|loss - loss_ref| / |loss_ref|",
         },
@@ -547,7 +729,7 @@ def print_table(result: dict, path: str) -> None:
     m = result["machine"]
     print(f"\n### {result['problem']['name']}: {result['problem']['summary']}\n")
     print(
-        f"dopri5, rtol {RTOL:g}, atol {ATOL:g}, float32, {m['device']}, {m['threads']} threads, "
+        f"{solver_text(result['solver'])}, float32, {m['device']}, {m['threads']} threads, "
         f"torch {m['torch']}, median of {result['repeats']} after {result['warmup']} warm-up; "
         + ", ".join(f"{k} {v}" for k, v in result["libraries"].items())
         + "\n"
@@ -588,8 +770,9 @@ def run(
 ) -> dict:
     """The suite interface of ``python -m benchmarks``: the same measurement as the CLI.
 
-    P1 and P2 with ``DEFAULT_REPEATS`` repeats (``quick``: ``QUICK_REPEATS``; ``tiny``:
-    only ``TINY_PROBLEM``, a small P1, ``TINY_REPEATS`` repeat, for smoke tests). Writes
+    Every problem of ``PROBLEMS`` with ``DEFAULT_REPEATS`` repeats (``quick``: ``QUICK_REPEATS``;
+    ``tiny``: only ``TINY_PROBLEM`` and ``TINY_FIXED_PROBLEM``, a small P1 and a small
+    spiral, ``TINY_REPEATS`` repeat, for smoke tests). Writes
     ``speed_<problem>_<device>.json`` per problem to ``out_dir`` and returns
     ``{"suite": "speed", "machine", "date", "command", "problems": {name: result}}``.
     """
@@ -598,12 +781,12 @@ def run(
     if repeats is None:
         repeats = TINY_REPEATS if tiny else QUICK_REPEATS if quick else DEFAULT_REPEATS
     if problems is None:
-        problems = (TINY_PROBLEM,) if tiny else ("P1", "P2")
+        problems = (TINY_PROBLEM, TINY_FIXED_PROBLEM) if tiny else PROBLEMS
     problems = tuple(problems)
     if tiny:
         command = f"python -c 'from benchmarks import speed; speed.run(tiny=True, device=\"{device}\")'"
     else:
-        which = "all" if problems == ("P1", "P2") else ",".join(problems)
+        which = "all" if problems == PROBLEMS else ",".join(problems)
         command = f"python -m benchmarks.speed --problem {which} --repeats {repeats} --device {device}"
     libs = _import_libraries()
     # tiny: one thread (tiny ops on a loaded machine are far slower with more), restored after.
@@ -629,7 +812,7 @@ def _fmt_ratio(v) -> str:
 
 def _problem_markdown(result: dict) -> str:
     m, prob = result["machine"], result["problem"]
-    lines = [f"**{prob['name']}**: {prob['summary']}.", ""]
+    lines = [f"**{prob['name']}** ({solver_text(result['solver'])}): {prob['summary']}.", ""]
     libs = ", ".join(f"{k} {v}" for k, v in result.get("libraries", {}).items())
     lines.append(
         f"{m['device']}"
@@ -662,12 +845,15 @@ def _problem_markdown(result: dict) -> str:
 
 def markdown_many(results: List[dict]) -> str:
     """Markdown of several per-problem results (one JSON file each)."""
-    results = sorted(results, key=lambda r: (r["problem"]["name"], r["machine"]["device"]))
+    order = {name: i for i, name in enumerate(PROBLEMS)}
+    results = sorted(results, key=lambda r: (order.get(r["problem"]["name"], len(order)), r["problem"]["name"], r["machine"]["device"]))
     if not results:
         return ""
     ref = results[0].get("cross_check", {}).get("reference", REFERENCE)
     intro = (
-        f"{METHOD}, float32, rtol {RTOL:g}, atol {ATOL:g}, the same seeded MLP (ELU) for every candidate, "
+        "float32, the same solver and the same seeded model for every candidate (adaptive problems: "
+        f"{METHOD}, rtol {RTOL:g}, atol {ATOL:g}; fixed-step problems: the paper tutorial's {FIXED_METHOD}, "
+        f"step {FIXED_STEP:g}, which `neuralode.reference` also runs), "
         "one forward + backward (`zero_grad`, solve, loss, `backward`), candidates timed in turn, "
         "repeat by repeat, in one process (medians). NFE: evaluations of f in the forward / backward "
         "pass; steps `5+0r`: accepted + rejected (torchode: iterations of its batched loop, per-sample "
@@ -686,7 +872,7 @@ def markdown(result: dict) -> str:
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--problem", default="all", choices=("P1", "P2", "all"))
+    parser.add_argument("--problem", default="all", choices=PROBLEMS + ("all",))
     parser.add_argument("--repeats", type=int, default=DEFAULT_REPEATS)
     parser.add_argument("--quick", action="store_true", help=f"{QUICK_REPEATS} repeats (same problem sizes)")
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
@@ -701,7 +887,7 @@ def main(argv=None):
         [f"--problem {args.problem}", f"--repeats {repeats}", f"--device {args.device}"]
     )
     libs = _import_libraries()
-    problems = ("P1", "P2") if args.problem == "all" else (args.problem,)
+    problems = PROBLEMS if args.problem == "all" else (args.problem,)
     return {p: run_problem(p, repeats, args.device, args.out, libs, command) for p in problems}
 
 

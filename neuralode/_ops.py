@@ -1,8 +1,8 @@
-"""The library's tensor ops: fake (meta) kernels and autograd formulas.
+"""The library's tensor ops, with their fake (meta) kernels.
 
-The op schemas and the CPU/CUDA kernels are registered in C++ when
-``neuralode._C`` is imported (``csrc/ops.cpp``); this module adds what the
-PyTorch compiler stack and autograd need next to each op.
+The op schemas, the CPU/CUDA kernels and the autograd formulas are registered in
+C++ when ``neuralode._C`` is imported (``csrc/ops.cpp``, ``csrc/ops_autograd.cpp``);
+this module adds the fake (meta) kernels the PyTorch compiler stack needs.
 """
 
 from __future__ import annotations
@@ -27,13 +27,6 @@ def stage_combine(y0: Tensor, ks: Sequence[Tensor], coeffs: Sequence[float], dt:
     return torch.ops.neuralode.stage_combine.default(y0, list(ks), [float(c) for c in coeffs], dt)
 
 
-def _rows(dt: Tensor, like: Tensor) -> Tensor:
-    """``dt`` shaped to broadcast over ``like``: a scalar, or ``(rows, 1, ..., 1)``."""
-    if dt.numel() == 1:
-        return dt.reshape(())
-    return dt.reshape((-1,) + (1,) * (like.dim() - 1))
-
-
 @torch.library.register_fake("neuralode::stage_combine")
 def _stage_combine_fake(y0, ks, coeffs, dt):
     torch._check(len(ks) == len(coeffs), lambda: "stage_combine: one coefficient per stage derivative")
@@ -43,39 +36,6 @@ def _stage_combine_fake(y0, ks, coeffs, dt):
     if dt is not None:
         torch._check(dt.dtype == y0.dtype, lambda: "stage_combine: dt must have y0's dtype")
     return torch.empty_like(y0, memory_format=torch.contiguous_format)
-
-
-def _stage_combine_setup_context(ctx, inputs, output):
-    y0, ks, coeffs, dt = inputs
-    ctx.coeffs = list(coeffs)
-    ctx.n_ks = len(ks)
-    ctx.has_dt = dt is not None
-    dt_needs_grad = dt is not None and ctx.needs_input_grad[3]
-    # The ks are needed only for dL/ddt = sum over a row of g * sum_j c_j k_j.
-    saved = (dt,) if dt is not None else ()
-    ctx.save_for_backward(*(saved + (tuple(ks) if dt_needs_grad else ())))
-
-
-def _stage_combine_backward(ctx, grad):
-    saved = ctx.saved_tensors
-    dt = saved[0] if ctx.has_dt else None
-    scaled = grad if dt is None else grad * _rows(dt, grad)
-    grad_ks = [scaled * c for c in ctx.coeffs]
-    grad_dt = None
-    if dt is not None and ctx.needs_input_grad[3]:
-        ks = saved[1:]
-        increment = stage_combine(torch.zeros_like(ks[0]), ks, ctx.coeffs, None)
-        prod = grad * increment
-        if dt.numel() == 1:
-            grad_dt = prod.sum().reshape(dt.shape)
-        else:
-            grad_dt = prod.reshape(dt.numel(), -1).sum(1).reshape(dt.shape)
-    return grad, grad_ks, None, grad_dt
-
-
-torch.library.register_autograd(
-    "neuralode::stage_combine", _stage_combine_backward, setup_context=_stage_combine_setup_context
-)
 
 
 def rk_solution_error(y0, ks, b, e, dt, rtol, atol):
@@ -100,18 +60,3 @@ def _rk_solution_error_fake(y0, ks, b, e, dt, rtol, atol):
         torch.empty_like(y0, memory_format=torch.contiguous_format),
         y0.new_empty((), dtype=torch.float64),
     )
-
-
-def _rk_solution_error_setup_context(ctx, inputs, output):
-    y0, ks, b, e, dt, rtol, atol = inputs
-    _stage_combine_setup_context(ctx, (y0, ks, b, dt), output[0])
-
-
-def _rk_solution_error_backward(ctx, grad_y1, _grad_sum_sq):
-    grad_y0, grad_ks, _, grad_dt = _stage_combine_backward(ctx, grad_y1)
-    return grad_y0, grad_ks, None, None, grad_dt, None, None
-
-
-torch.library.register_autograd(
-    "neuralode::rk_solution_error", _rk_solution_error_backward, setup_context=_rk_solution_error_setup_context
-)

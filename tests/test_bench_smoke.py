@@ -50,9 +50,16 @@ def overhead_result(results_dir):
 
 
 @pytest.fixture(scope="module")
-def speed_result(results_dir):
+def speed_results(results_dir):
     speed.run(tiny=True, out_dir=str(results_dir))
-    return _load(results_dir / f"speed_{speed.TINY_PROBLEM}_cpu.json")
+    return {
+        name: _load(results_dir / f"speed_{name}_cpu.json") for name in (speed.TINY_PROBLEM, speed.TINY_FIXED_PROBLEM)
+    }
+
+
+@pytest.fixture(scope="module")
+def speed_result(speed_results):
+    return speed_results[speed.TINY_PROBLEM]
 
 
 @pytest.fixture(scope="module")
@@ -118,6 +125,32 @@ def test_speed_tiny(speed_result):
     for label, v in r["ratios_peer_over_neuralode"].items():
         assert (isinstance(v, str) and v.startswith("not available")) or (_finite(v) and v > 0), label
     assert "| neuralode adjoint |" in speed.markdown(r)
+    # The reference runs Euler only: said so, not hidden.
+    assert r["candidates"]["reference adjoint"]["error"].startswith("not available")
+
+
+def test_speed_tiny_fixed_step(speed_results):
+    r = speed_results[speed.TINY_FIXED_PROBLEM]
+    _has_interface_fields(r, "speed")
+    assert r["solver"]["method"] == "euler" and r["solver"]["step"] == speed.FIXED_STEP
+    c = r["candidates"]
+    for name in ("neuralode adjoint", "neuralode backprop", "reference adjoint"):
+        assert c[name]["available"], c[name].get("error")
+        assert _finite(c[name]["median_seconds"]) and c[name]["median_seconds"] > 0, name
+    # 4 intervals of 0.25 -> 5 Euler steps each, for every candidate.
+    steps = r["problem"]["euler_steps"]
+    assert steps == 20
+    for name in ("neuralode adjoint", "neuralode backprop", "reference adjoint"):
+        assert c[name]["nfe_forward"] == steps, name
+    # The fused adjoint computes the reference's algorithm: the same loss and gradient.
+    ours, ref = c["neuralode adjoint"], c["reference adjoint"]
+    assert abs(ours["loss"] - ref["loss"]) <= 1e-6 * abs(ref["loss"])
+    if c.get("torchdiffeq backprop", {}).get("available"):
+        assert abs(ours["grad_max_rel_diff"] - ref["grad_max_rel_diff"]) < 1e-4
+    assert _finite(r["ratios_peer_over_neuralode"]["reference adjoint / neuralode adjoint"])
+    # Checkpointing needs an adaptive method: reported, not a crash.
+    assert c["neuralode checkpoint"]["error"].startswith("not available")
+    assert "spiral-tiny" in speed.markdown(r) and "euler, fixed step 0.05" in speed.markdown(r)
 
 
 def test_memory_tiny(memory_result):
@@ -160,7 +193,7 @@ def test_report(results_dir, overhead_result, speed_result, memory_result, nfe_r
         assert f"`benchmarks/{module}.py`" in text or module in text
     assert "No results yet" not in text and "could not be generated" not in text
     # One section per suite, and the header names every JSON file.
-    for heading in ("## Adaptive solvers", "## Solver overhead", "## Memory", "## Function evaluations",
+    for heading in ("## Speed against", "## Solver overhead", "## Memory", "## Function evaluations",
                     "## Fused adjoint against the reference"):
         assert heading in text, heading
     for name in ("overhead_cpu_tiny.json", f"speed_{speed.TINY_PROBLEM}_cpu.json", "memory_cpu_tiny.json",

@@ -78,6 +78,8 @@ def test_stage_combine_gradcheck(dt_kind):
         fn = lambda y0, dt, *ks: stage_combine(y0, ks, coeffs, dt)
         args = (y0, dt, *ks)
     assert torch.autograd.gradcheck(fn, args)
+    # The autograd formula (C++) is built from differentiable ops: second derivatives too.
+    assert torch.autograd.gradgradcheck(fn, args)
 
 
 def test_stage_combine_bad_operands_name_the_argument():
@@ -159,6 +161,12 @@ def test_rk_solution_error_gradcheck_of_the_solution():
     y0, ks, dt, rtol, atol = _step_operands((3, 2), torch.float64, "cpu", False, requires_grad=True)
     fn = lambda y0, *ks: rk_solution_error(y0, ks, B, E, dt, rtol, atol)[0]
     assert torch.autograd.gradcheck(fn, (y0, *ks))
+    fn_dt = lambda y0, dt, *ks: rk_solution_error(y0, ks, B, E, dt, rtol, atol)[0]
+    assert torch.autograd.gradcheck(fn_dt, (y0, dt.detach().requires_grad_(), *ks))
+    assert torch.autograd.gradgradcheck(fn_dt, (y0, dt.detach().requires_grad_(), *ks))
+    # The error sum steers the step size only: no gradient flows through it.
+    _, sum_sq = rk_solution_error(y0, ks, B, E, dt, rtol, atol)
+    assert not sum_sq.requires_grad
 
 
 def test_rk_solution_error_bad_tolerance_shape():
