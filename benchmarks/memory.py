@@ -888,13 +888,17 @@ def plot(result: dict, path: str) -> None:
         for mode in MODES:
             rk = sorted((p for p in pts if p["mode"] == mode and p["solver"] == "rk4"), key=lambda p: p["steps"])
             if rk:
+                # Peers dashed with bigger hollow markers: where two libraries need the same
+                # memory (backprop), both lines stay visible.
+                peer = mode.startswith("torchdiffeq")
                 ax.plot(
                     [p["steps"] for p in rk],
                     [p["peak_bytes"] / MiB for p in rk],
-                    "-o",
+                    "--o" if peer else "-o",
                     color=_COLORS[mode],
                     label=f"{mode} (rk4)",
-                    ms=4,
+                    ms=8 if peer else 4,
+                    mfc="none" if peer else _COLORS[mode],
                 )
             dp = [p for p in pts if p["mode"] == mode and p["solver"] == "dopri5" and p.get("steps")]
             if dp:
