@@ -6,7 +6,6 @@ of a tiny model already learn something.
 """
 
 import json
-import math
 import os
 import socket
 import struct
@@ -21,6 +20,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from neuralode.experiments import distributed, mnist
 from neuralode.experiments.mnist_models import build_model
+from json_checks import finite_numbers
 
 FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
@@ -57,16 +57,6 @@ def write_synthetic_mnist(folder, n_train: int = 96, n_test: int = 40) -> str:
     return str(folder)
 
 
-def _finite_numbers(obj):
-    if isinstance(obj, dict):
-        return all(_finite_numbers(v) for v in obj.values())
-    if isinstance(obj, list):
-        return all(_finite_numbers(v) for v in obj)
-    if isinstance(obj, float):
-        return math.isfinite(obj)
-    return True
-
-
 def test_mnist_smoke(tmp_path):
     data = write_synthetic_mnist(tmp_path / "data")
     out = tmp_path / "out"
@@ -78,7 +68,7 @@ def test_mnist_smoke(tmp_path):
     assert set(saved["models"]) == {"mlp", "resnet", "rk-net", "ode-net"}
     assert saved["table"] == summary["table"] and saved["table"].count("\n") == 5
     for name, m in saved["models"].items():
-        assert _finite_numbers(m), name
+        assert finite_numbers(m), name
         assert len(m["losses"]) == 3 * (96 // 16)
         # the loss falls: mean of the last epoch's batches below the first epoch's
         assert np.mean(m["losses"][-6:]) < np.mean(m["losses"][:6]), name

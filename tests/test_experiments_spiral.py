@@ -2,7 +2,6 @@
 loss falls, the outputs are written, bad options give clear errors."""
 
 import json
-import math
 
 import pytest
 import torch
@@ -10,16 +9,7 @@ import torch
 from neuralode.experiments import EXPERIMENTS, spiral_linear, spiral_nonlinear
 from neuralode.experiments.__main__ import main as experiments_main
 from neuralode.experiments.spiral_fit import sample_batch
-
-
-def _finite_numbers(obj) -> bool:
-    if isinstance(obj, dict):
-        return all(_finite_numbers(v) for v in obj.values())
-    if isinstance(obj, list):
-        return all(_finite_numbers(v) for v in obj)
-    if isinstance(obj, float):
-        return math.isfinite(obj)
-    return True
+from json_checks import finite_numbers
 
 
 def test_spiral_linear_smoke(tmp_path):
@@ -27,7 +17,7 @@ def test_spiral_linear_smoke(tmp_path):
     for name in ("spiral_linear.png", "spiral_linear_snapshots.png"):
         assert (tmp_path / name).stat().st_size > 0, name
     saved = json.loads((tmp_path / "spiral_linear.json").read_text())
-    assert saved["max_abs_error"] == summary["max_abs_error"] and _finite_numbers(saved)
+    assert saved["max_abs_error"] == summary["max_abs_error"] and finite_numbers(saved)
     assert saved["snapshot_iterations"] == [0, 30, 60]
     assert summary["last_losses_mean"] < summary["first_loss"]
     start_error = (torch.tensor(summary["start_matrix"]) - torch.tensor(spiral_linear.TRUE_W)).abs().max().item()
@@ -42,7 +32,7 @@ def test_spiral_nonlinear_smoke(tmp_path, time_dependent):
     for name in ("spiral_nonlinear.png", "spiral_nonlinear_snapshots.png", "spiral_nonlinear.json"):
         assert (tmp_path / name).stat().st_size > 0, name
     saved = json.loads((tmp_path / "spiral_nonlinear.json").read_text())
-    assert _finite_numbers(saved)
+    assert finite_numbers(saved)
     assert ("time_invariant=False" in saved["model"]) == time_dependent
     assert summary["last_losses_mean"] < summary["first_loss"]
     assert summary["trajectory_error_after"]["rmse"] < summary["trajectory_error_before"]["rmse"]

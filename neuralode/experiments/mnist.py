@@ -60,6 +60,7 @@ from __future__ import annotations
 import math
 import os
 import time
+import weakref
 from dataclasses import dataclass, field
 from typing import Dict, Iterable, List, Optional
 
@@ -109,16 +110,21 @@ class SavedTensorMeter:
 
     ``torch.autograd.graph.saved_tensors_hooks`` calls the pack hook for every tensor
     an autograd node saves (built-in ops, C++ ops with autograd formulas, and custom
-    ``autograd.Function``\\ s through ``ctx.save_for_backward``). The meter keys each by
-    its storage, so views and tensors saved twice count once, and skips the storages
-    of ``exclude`` (the parameters, counted separately). ``bytes`` is the sum of the
-    distinct storages' sizes: the activation memory the backward pass needs.
+    ``autograd.Function``\\ s through ``ctx.save_for_backward``). The meter keeps a weak
+    reference to each; when the context closes it sums the sizes of the distinct
+    storages of those still alive (so views and tensors saved twice count once), less
+    the storages of ``exclude`` (the parameters, counted separately). That is the
+    activation memory the backward pass needs. Counting at the end, over live tensors
+    only, matters: a tensor saved by a graph that was dropped during the forward is
+    freed, and its address may be reused by a later tensor, so keys taken at pack time
+    would merge or double-count storages depending on the allocator.
     """
 
     def __init__(self, exclude: Iterable[Tensor] = ()):
         self._exclude = {self._key(t) for t in exclude}
-        self._storages: Dict[tuple, int] = {}
+        self._saved: List[weakref.ref] = []
         self._hooks = None
+        self._bytes: Optional[int] = None
 
     @staticmethod
     def _key(t: Tensor) -> tuple:
@@ -126,15 +132,24 @@ class SavedTensorMeter:
 
     def _pack(self, t: Tensor) -> Tensor:
         if t.layout == torch.strided and t.device.type != "meta":
+            self._saved.append(weakref.ref(t))
+        return t
+
+    def _count(self) -> int:
+        storages: Dict[tuple, int] = {}
+        for ref in self._saved:
+            t = ref()
+            if t is None:
+                continue
             key = self._key(t)
             if key[1] != 0 and key not in self._exclude:
-                self._storages[key] = t.untyped_storage().nbytes()
-        return t
+                storages[key] = t.untyped_storage().nbytes()
+        return sum(storages.values())
 
     @property
     def bytes(self) -> int:
-        """Distinct saved bytes so far."""
-        return sum(self._storages.values())
+        """Distinct saved bytes: when the context closed, or so far while it is open."""
+        return self._count() if self._bytes is None else self._bytes
 
     def __enter__(self) -> "SavedTensorMeter":
         self._hooks = torch.autograd.graph.saved_tensors_hooks(self._pack, lambda t: t)
@@ -143,6 +158,7 @@ class SavedTensorMeter:
 
     def __exit__(self, *exc) -> None:
         self._hooks.__exit__(*exc)
+        self._bytes = self._count()
 
 
 def parameter_bytes(model: nn.Module) -> int:

@@ -23,13 +23,22 @@ from torch import Tensor
 
 import neuralode
 
+from . import common
 from .common import progress, pyplot
 
 #: A fine RK4 for the true trajectory and for the model's whole trajectory in plots.
 FINE = {"method": "rk4", "options": {"max_step": 0.01}}
+#: The paper tutorial's data: one trajectory from Z0 observed at N_POINTS times in
+#: [0, T_MAX] with noise of std NOISE.
+Z0 = (0.6, 0.3)
+T_MAX = 6.29 * 5
+N_POINTS = 200
+NOISE = 0.01
+#: The training solve: classic RK4, every interval cut into steps of at most 0.2.
+SOLVER = {"method": "rk4", "options": {"max_step": 0.2}}
 
 
-def make_trajectory(true_func, z0, t_max: float, n_points: int, noise: float, seed: int):
+def make_trajectory(true_func, seed: int, z0=Z0, t_max: float = T_MAX, n_points: int = N_POINTS, noise: float = NOISE):
     """``(times (n,), true (n, 2), obs (n, 2))``: the true trajectory from ``z0`` at
     ``n_points`` equally spaced times in ``[0, t_max]``, and it plus N(0, noise^2) noise."""
     g = torch.Generator().manual_seed(seed)
@@ -66,6 +75,43 @@ def sample_batch(times: Tensor, obs: Tensor, batch: int, points: int, rng, min_s
     return obs[idx], times[idx].unsqueeze(-1)
 
 
+def fit_parser(name: str, description: str, iters: int, quick_iters: int):
+    """The command line of a spiral experiment: the common options plus ``--iters``,
+    ``--batch``, ``--points``, ``--lr`` and ``--snapshots``, one thread by default."""
+    parser = common.experiment_parser(name, description)
+    parser.add_argument("--iters", type=int, default=None, help=f"training iterations (default {iters}, quick {quick_iters})")
+    parser.add_argument("--batch", type=int, default=16, help="sub-trajectories per iteration")
+    parser.add_argument("--points", type=int, default=10, help="observations per sub-trajectory")
+    parser.add_argument("--lr", type=float, default=0.01, help="Adam learning rate")
+    parser.add_argument("--snapshots", type=int, default=8, help="snapshots of the trajectory through training")
+    # One thread: the ops of a 2-D problem are tiny, and with two threads on a busy
+    # 2-core machine every one of them waits for a descheduled peer (5x slower measured).
+    parser.set_defaults(threads=1)
+    return parser
+
+
+def parse_fit_args(parser, argv, name: str, iters: int, quick_iters: int, at_least_one=()):
+    """Parses and checks the options (each bad one exits with a message naming it), sets
+    up seed, threads and the output folder: ``(args, iters, out_dir, device)``.
+    ``at_least_one``: further integer options (attribute names) that must be >= 1."""
+    args = parser.parse_args(argv)
+    n_iters = args.iters if args.iters is not None else (quick_iters if args.quick else iters)
+    checks = [(n_iters, "iters"), (args.batch, "batch"), (args.snapshots, "snapshots")]
+    checks += [(getattr(args, a), a) for a in at_least_one]
+    for value, flag in checks:
+        if value < 1:
+            parser.error(f"--{flag.replace('_', '-')} must be at least 1, got {value}")
+    if args.points < 2:
+        parser.error(f"--points must be at least 2, got {args.points}")
+    if not args.lr > 0:
+        parser.error(f"--lr must be positive, got {args.lr}")
+    device, out_dir = common.setup(args, name)
+    if device.type != "cpu":
+        # A batch of 2-D states: every step is a few tiny kernels, far faster on the host.
+        print(f"note: {name} runs on the CPU (a batch of 2-D states gains nothing from {device})")
+    return args, n_iters, out_dir, device
+
+
 @dataclass
 class FitResult:
     """What :func:`fit` returns: the loss per iteration, snapshots ``(iteration,
@@ -77,6 +123,33 @@ class FitResult:
     #: Evaluations of the dynamics per training iteration (means).
     nfe_forward: float = 0.0
     nfe_backward: float = 0.0
+
+    @property
+    def last_losses_mean(self) -> float:
+        """Mean loss of the last 20 iterations (one iteration's loss is noisy)."""
+        return float(np.mean(self.losses[-20:]))
+
+    def summary_fields(self) -> dict:
+        """The training figures every spiral experiment's JSON holds."""
+        return {
+            "first_loss": self.losses[0],
+            "last_losses_mean": self.last_losses_mean,
+            "iterations": len(self.losses),
+            "seconds": self.seconds,
+            "nfe_forward_per_iteration": self.nfe_forward,
+            "nfe_backward_per_iteration": self.nfe_backward,
+            "snapshot_iterations": [it for it, _ in self.snapshots],
+            "losses": self.losses,
+        }
+
+    def summary_rows(self) -> dict:
+        """The training lines of the printed summary."""
+        return {
+            "iterations": len(self.losses),
+            "training seconds": self.seconds,
+            "first / last loss": f"{self.losses[0]:.3e} / {self.last_losses_mean:.3e}",
+            "NFE per iteration, forward / backward": f"{self.nfe_forward:.0f} / {self.nfe_backward:.0f}",
+        }
 
 
 @torch.no_grad()
@@ -142,6 +215,14 @@ def fit(
     result.seconds = time.perf_counter() - start
     result.nfe_forward, result.nfe_backward = stats.nfe_forward / iters, stats.nfe_backward / iters
     return result
+
+
+def fit_from_args(func, times: Tensor, obs: Tensor, args, iters: int, solver: dict, name: str) -> FitResult:
+    """:func:`fit` with the options of :func:`fit_parser`."""
+    return fit(
+        func, times, obs, iters=iters, batch=args.batch, points=args.points, lr=args.lr, solver=solver,
+        seed=args.seed, n_snapshots=args.snapshots, desc=name, disable_progress=args.no_progress,
+    )
 
 
 def trajectory_error(learned: Tensor, true: Tensor) -> dict:
