@@ -5,8 +5,10 @@
 #   3. run the GPU benchmarks, --device cuda: the fused adjoint against the reference; the
 #      speed suite (P1, P2, the MNIST block, the Euler spiral, against the peers that are
 #      installed) and the memory suite, both --quick;
-#   4. print a short table last.
-# Usage: bash benchmarks/gpu_check.sh [RESULTS_DIR]   (default benchmarks/results)
+#   4. with MNIST_DIR set (a folder with the four MNIST IDX files, carried to the machine):
+#      the mnist experiment's full ODE-Net run (5 epochs, batch 128) on the GPU;
+#   5. print a short table last.
+# Usage: [MNIST_DIR=DIR] bash benchmarks/gpu_check.sh [RESULTS_DIR]   (default benchmarks/results)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -52,6 +54,12 @@ $PY -m benchmarks.spiral_reference --device cpu --repeats 20 --out "$RESULTS/cpu
 $PY -m benchmarks.speed --problem all --device cuda --quick --out "$RESULTS" || echo "speed benchmark failed"
 # Peak memory per gradient mode (torch.cuda.max_memory_allocated), rk4 steps and dopri5 tolerances.
 $PY -m benchmarks.memory --quick --device cuda --out "$RESULTS" || echo "memory benchmark failed"
+
+if [ -n "${MNIST_DIR:-}" ]; then
+  echo "== mnist experiment, ODE-Net, full configuration, cuda"
+  $PY -m neuralode.experiments mnist --device cuda --models ode-net --data-dir "$MNIST_DIR" \
+    --no-progress --out "$RESULTS/mnist_cuda" || echo "mnist experiment failed"
+fi
 
 echo "== summary"
 [ "$tests_failed" = 0 ] && echo "tests: all passed" || echo "tests: FAILURES (logs in $RESULTS)"
