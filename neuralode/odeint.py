@@ -226,75 +226,81 @@ def _step_control(y0: Tensor, t: Tensor, rtol, atol, options: Optional[dict], na
     return c, norm
 
 
-class _AdjointSolve(torch.autograd.Function):
-    """z at every observation time; backward is the continuous adjoint, run in C++."""
+class _FixedAdjoint:
+    """Fixed-step solve; its gradient is the continuous adjoint with ``adjoint_rule``'s steps."""
+
+    def __init__(self, rule: _StepRule, adjoint_rule: _StepRule):
+        self.rule, self.adjoint_rule = rule, adjoint_rule
+
+    def forward(self, f, y0, t):
+        ys, raw = _C.solve_forward(f, y0, t, *self.rule.args(), False)
+        return ys, raw, (t, ys)
+
+    def backward(self, f, params, saved, grad_ys, need_t):
+        t, ys = saved
+        return _C.solve_adjoint(f, list(params), t, ys, grad_ys, *self.adjoint_rule.args(), need_t)
+
+
+class _AdaptiveAdjoint:
+    """Adaptive solve; its gradient is the adaptive continuous adjoint (own method, step
+    control and error norm)."""
+
+    def __init__(self, method: str, control, adjoint_method: str, adjoint_control, norm: str):
+        self.method, self.control = method, control
+        self.adjoint_method, self.adjoint_control, self.seminorm = adjoint_method, adjoint_control, norm == "seminorm"
+
+    def forward(self, f, y0, t):
+        ys, raw, _ = _C.solve_adaptive(f, y0, t, self.method, self.control, False, False)
+        return ys, raw, (t, ys)
+
+    def backward(self, f, params, saved, grad_ys, need_t):
+        t, ys = saved
+        return _C.solve_adaptive_adjoint(
+            f, list(params), t, ys, grad_ys, self.adjoint_method, self.adjoint_control, self.seminorm, need_t
+        )
+
+
+class _Checkpointed:
+    """Adaptive solve that keeps its accepted steps (a tape); its gradient replays them
+    one by one: the exact gradient of the discrete solve. No gradient w.r.t. t."""
+
+    def __init__(self, method: str, control):
+        self.method, self.control = method, control
+        self.tape = None
+
+    def forward(self, f, y0, t):
+        ys, raw, self.tape = _C.solve_adaptive(f, y0, t, self.method, self.control, False, True)
+        return ys, raw, (t,)
+
+    def backward(self, f, params, saved, grad_ys, need_t):
+        (t,) = saved
+        grad_y0, grad_params, raw = _C.solve_checkpoint_adjoint(f, list(params), grad_ys, self.tape, self.method, t)
+        return grad_y0, None, grad_params, raw
+
+
+class _Solve(torch.autograd.Function):
+    """``y`` at every time of ``t``, solved in C++ without recording a graph; the backward
+    is the ``strategy``'s (:class:`_FixedAdjoint`, :class:`_AdaptiveAdjoint` or
+    :class:`_Checkpointed`), which returns dL/dy0, dL/dt and dL/dparams."""
 
     @staticmethod
-    def forward(ctx, f, rule: _StepRule, adjoint_rule: _StepRule, params, stats, y0, t, *param_tensors):
-        ys, raw = _C.solve_forward(f, y0, t, *rule.args(), False)
+    def forward(ctx, f, strategy, params, stats, y0, t, *param_tensors):
+        ys, raw, saved = strategy.forward(f, y0, t)
         if stats is not None:
             stats.add_forward(raw)
-        ctx.f, ctx.adjoint_rule, ctx.params, ctx.stats = f, adjoint_rule, params, stats
-        ctx.save_for_backward(t, ys)
+        ctx.f, ctx.strategy, ctx.params, ctx.stats = f, strategy, params, stats
+        ctx.save_for_backward(*saved)
         return ys
 
     @staticmethod
     def backward(ctx, grad_ys):
-        t, ys = ctx.saved_tensors
-        need_t = ctx.needs_input_grad[6]
-        grad_y0, grad_t, grad_params, raw = _C.solve_adjoint(
-            ctx.f, list(ctx.params), t, ys, grad_ys, *ctx.adjoint_rule.args(), need_t
+        need_t = ctx.needs_input_grad[5]
+        grad_y0, grad_t, grad_params, raw = ctx.strategy.backward(
+            ctx.f, ctx.params, ctx.saved_tensors, grad_ys, need_t
         )
         if ctx.stats is not None:
             ctx.stats.add_backward(raw)
-        return (None, None, None, None, None, grad_y0, grad_t, *grad_params)
-
-
-class _AdaptiveAdjointSolve(torch.autograd.Function):
-    """Adaptive solve; backward is the adaptive continuous adjoint, run in C++."""
-
-    @staticmethod
-    def forward(ctx, f, method, control, adjoint, params, stats, y0, t, *param_tensors):
-        ys, raw, _ = _C.solve_adaptive(f, y0, t, method, control, False, False)
-        if stats is not None:
-            stats.add_forward(raw)
-        ctx.f, ctx.adjoint, ctx.params, ctx.stats = f, adjoint, params, stats
-        ctx.save_for_backward(t, ys)
-        return ys
-
-    @staticmethod
-    def backward(ctx, grad_ys):
-        t, ys = ctx.saved_tensors
-        method, control, norm = ctx.adjoint
-        grad_y0, grad_t, grad_params, raw = _C.solve_adaptive_adjoint(
-            ctx.f, list(ctx.params), t, ys, grad_ys, method, control, norm == "seminorm", ctx.needs_input_grad[7]
-        )
-        if ctx.stats is not None:
-            ctx.stats.add_backward(raw)
-        return (None, None, None, None, None, None, grad_y0, grad_t, *grad_params)
-
-
-class _CheckpointSolve(torch.autograd.Function):
-    """Adaptive solve that keeps its accepted steps; backward replays them one by one."""
-
-    @staticmethod
-    def forward(ctx, f, method, control, params, stats, y0, t, *param_tensors):
-        ys, raw, tape = _C.solve_adaptive(f, y0, t, method, control, False, True)
-        if stats is not None:
-            stats.add_forward(raw)
-        ctx.f, ctx.method, ctx.params, ctx.stats, ctx.tape = f, method, params, stats, tape
-        ctx.save_for_backward(t)
-        return ys
-
-    @staticmethod
-    def backward(ctx, grad_ys):
-        (t,) = ctx.saved_tensors
-        grad_y0, grad_params, raw = _C.solve_checkpoint_adjoint(
-            ctx.f, list(ctx.params), grad_ys, ctx.tape, ctx.method, t
-        )
-        if ctx.stats is not None:
-            ctx.stats.add_backward(raw)
-        return (None, None, None, None, None, grad_y0, None, *grad_params)
+        return (None, None, None, None, grad_y0, grad_t if need_t else None, *grad_params)
 
 
 def _adjoint_params(func, adjoint_params) -> tuple:
@@ -401,7 +407,7 @@ def odeint(
     if t.dim() == 3 and adjoint_rule.kind == "step_size":
         raise ValueError("adjoint_options: 'step_size' needs 1-D times; use 'max_step'")
     params = _adjoint_params(func, adjoint_params)
-    return _AdjointSolve.apply(f, rule, adjoint_rule, params, stats, y0, t, *params)
+    return _Solve.apply(f, _FixedAdjoint(rule, adjoint_rule), params, stats, y0, t, *params)
 
 
 def _odeint_adaptive(
@@ -428,7 +434,7 @@ def _odeint_adaptive(
     if gradient == "checkpoint":
         if adjoint_method is not None or adjoint_options is not None or adjoint_rtol is not None or adjoint_atol is not None:
             raise ValueError("gradient='checkpoint' replays the forward steps: it takes no adjoint_* settings")
-        return _CheckpointSolve.apply(f, method, control, params, stats, y0, t, *params)
+        return _Solve.apply(f, _Checkpointed(method, control), params, stats, y0, t, *params)
     adjoint_method = _check_method(adjoint_method if adjoint_method is not None else method, "adjoint_method")
     if adjoint_method not in ADAPTIVE_METHODS:
         raise ValueError("adjoint_method: an adaptive forward solve needs an adaptive adjoint_method")
@@ -440,7 +446,8 @@ def _odeint_adaptive(
         "adjoint_options",
         adjoint=True,
     )
-    return _AdaptiveAdjointSolve.apply(f, method, control, (adjoint_method, adjoint_control, norm), params, stats, y0, t, *params)
+    strategy = _AdaptiveAdjoint(method, control, adjoint_method, adjoint_control, norm)
+    return _Solve.apply(f, strategy, params, stats, y0, t, *params)
 
 
 def _odeint_per_sample(
