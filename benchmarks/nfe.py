@@ -600,12 +600,30 @@ def _run(quick, device, out_dir, data_dir, tiny, iters, seed, progress, train_to
     return result
 
 
-def markdown(result: dict) -> str:
+HEADING = "## Function evaluations of the MNIST ODE-Net, the paper's Figure 3 (`benchmarks/nfe.py`)"
+
+
+def _configuration(result: dict) -> str:
+    s = result["setup"]
+    return "tiny" if s.get("tiny") else "quick" if s.get("quick") else "full"
+
+
+def markdown_many(results: List[dict]) -> str:
+    """Several runs (e.g. the quick one of ``make bench`` and a full one) under one
+    heading, a subsection each, quick first."""
+    order = {"tiny": 0, "quick": 1, "full": 2}
+    parts = [HEADING]
+    for r in sorted(results, key=lambda r: (order[_configuration(r)], r["date"])):
+        parts.append(f"### {_configuration(r).capitalize()} configuration (`{r['_path']}`)" if r.get("_path")
+                     else f"### {_configuration(r).capitalize()} configuration")
+        parts.append(markdown(r, heading=False).strip())
+    return "\n\n".join(parts) + "\n"
+
+
+def markdown(result: dict, heading: bool = True) -> str:
     """A short section for RESULTS.md: setup, the sweep table, training, the figure."""
     s, m, summ = result["setup"], result["machine"], result["summary"]
-    lines = [
-        "## Function evaluations of the MNIST ODE-Net, the paper's Figure 3 (`benchmarks/nfe.py`)",
-        "",
+    lines = ([HEADING, ""] if heading else []) + [
         f"{s['method']}, float32, batch {s['batch']}, width {s['width']}, {s['sweep_model']} model, "
         f"{s['sweep_batch']}; {m['device']}, {m['threads']} thread{'' if m['threads'] == 1 else 's'}, torch {m['torch']}, {result['date'][:10]}. "
         f"Forward time: the ODE solve alone, median of repeats. Backward: the continuous adjoint "

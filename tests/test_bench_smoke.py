@@ -166,6 +166,18 @@ def test_memory_tiny(memory_result):
     assert measured > 0
 
 
+def test_nfe_two_runs_share_one_section(nfe_result):
+    import copy
+
+    quick = copy.deepcopy(nfe_result)
+    quick["setup"].update(tiny=False, quick=True)
+    full = copy.deepcopy(nfe_result)
+    full["setup"].update(tiny=False, quick=False)
+    text = nfe.markdown_many([full, quick])
+    assert text.count("## Function evaluations") == 1
+    assert text.index("### Quick configuration") < text.index("### Full configuration")
+
+
 def test_nfe_tiny(nfe_result):
     r = nfe_result
     _has_interface_fields(r, "nfe")
