@@ -64,6 +64,7 @@ class _StepRule:
     max_num_steps: int
 
     def args(self):
+        """The rule as the C++ loops take it: ``(method, kind, value, max_num_steps)``."""
         return (self.method, self.kind, self.value, self.max_num_steps)
 
 

@@ -58,4 +58,5 @@ class SolverStats:
         self.solve_seconds_backward += float(raw.get("total_seconds", 0.0))
 
     def as_dict(self) -> dict:
+        """Every counter by name (a plain dict, e.g. for JSON)."""
         return asdict(self)

@@ -17,6 +17,7 @@ def _describe(name: str) -> str:
 
 
 def usage() -> str:
+    """The command line's help: its forms and every experiment with its one-line description."""
     lines = [
         "usage: python -m neuralode.experiments <name> [--quick] [--device cpu|cuda] [--out DIR] [options]",
         "       python -m neuralode.experiments <name> --help   (the experiment's options)",
@@ -28,6 +29,7 @@ def usage() -> str:
 
 
 def main(argv=None) -> int:
+    """Runs the experiment named by the first argument with the rest; 0 on success, 2 for an unknown name."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "--list", "list"):
         print(usage())

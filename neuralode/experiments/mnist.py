@@ -496,6 +496,8 @@ def _models(text: str) -> List[str]:
 
 
 def main(argv=None) -> dict:
+    """Runs the experiment with the command-line options ``argv`` (under torchrun: one rank of
+    it); returns its summary (the JSON; rank 0 writes it)."""
     parser = common.experiment_parser(NAME, __doc__.splitlines()[0])
     parser.add_argument("--data-dir", default=None, help="folder with the four MNIST IDX files (raw or .gz)")
     parser.add_argument("--download", action="store_true", help="fetch missing MNIST files into --data-dir first (online)")

@@ -46,6 +46,7 @@ def make_data(seed: int = 0):
 
 
 def main(argv=None) -> dict:
+    """Runs the experiment with the command-line options ``argv``; returns its summary (the JSON)."""
     parser = fit_parser(NAME, __doc__.splitlines()[0], ITERS, QUICK_ITERS)
     args, iters, out_dir, device = parse_fit_args(parser, argv, NAME, ITERS, QUICK_ITERS)
 

@@ -59,6 +59,7 @@ def make_data(seed: int = 0):
 
 
 def main(argv=None) -> dict:
+    """Runs the experiment with the command-line options ``argv``; returns its summary (the JSON)."""
     parser = fit_parser(NAME, __doc__.splitlines()[0], ITERS, QUICK_ITERS)
     parser.add_argument("--hidden", type=int, default=32, help="width of the MLP's two hidden layers")
     parser.add_argument("--time-dependent", action="store_true", help="feed t to the MLP as well")
