@@ -44,12 +44,14 @@ SUITES = {
 
 
 def run_suite(name: str, quick: bool, device: str, out_dir: str, data_dir=None) -> dict:
+    """Runs one suite's ``run`` (its quick configuration with ``quick``) into ``out_dir``; returns its result."""
     module = importlib.import_module(f"{__package__ or 'benchmarks'}.{SUITES[name]}")
     kwargs = {"data_dir": data_dir} if name == "nfe" else {}
     return module.run(quick=quick, device=device, out_dir=out_dir, **kwargs)
 
 
 def main(argv=None) -> int:
+    """The command line: runs the chosen suites, then rewrites RESULTS.md; 0 when every suite ran."""
     parser = argparse.ArgumentParser(description="Runs the benchmark suites, then regenerates RESULTS.md.")
     parser.add_argument(
         "--suite", action="append", choices=tuple(SUITES) + ("all",), help="suite to run (repeatable; default all)"

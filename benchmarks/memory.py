@@ -1047,6 +1047,7 @@ def markdown_many(results: List[dict]) -> str:
 
 
 def main(argv=None):
+    """The command line of the memory suite (see the module docstring)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="batch 32, rk4 10/30/100/1000 steps, dopri5 1e-1 and 1e-3")
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))

@@ -236,6 +236,7 @@ def train(model, images: Tensor, labels: Tensor, iters: int, batch: int, tol: fl
 
 @torch.no_grad()
 def test_accuracy(model, images: Tensor, labels: Tensor, tol: float, device: str, batch: int = 500) -> float:
+    """Fraction of ``images`` classified as ``labels`` (BatchNorm in eval mode, dopri5 at ``tol``)."""
     model.eval()
     correct = 0
     for i in range(0, images.shape[0], batch):
@@ -262,6 +263,7 @@ def forward_nfe(model, x: Tensor, tols) -> Dict[float, int]:
 
 
 def tolerance_sweep(model, x: Tensor, y: Tensor, tols, repeats: int, device: str):
+    """Panels (a)-(c): per tolerance, the forward NFE and time, the error of z(1), and the backward NFE with the full norm and the seminorm."""
     model.train()
     with torch.no_grad():
         z0 = model.downsampling(x).detach()
@@ -330,6 +332,7 @@ def tolerance_sweep(model, x: Tensor, y: Tensor, tols, repeats: int, device: str
 
 
 def summarize(sweep: List[dict], training: List[dict]) -> dict:
+    """The figures the panels claim: NFE grows as the tolerance tightens, time vs NFE rank correlation, backward/forward NFE, NFE over training."""
     nfe = [r["nfe_forward"] for r in sweep]  # loosest tolerance first
     secs = [r["forward_seconds"] for r in sweep]
     out = {
@@ -674,6 +677,7 @@ def markdown(result: dict, heading: bool = True) -> str:
 
 
 def main(argv=None):
+    """The command line of the nfe suite (see the module docstring)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="5 tolerances, 400 training iterations, 10 timing repeats")
     parser.add_argument("--tiny", action="store_true", help="smoke test: width 8, batch 4, 2 tolerances, 3 iterations")

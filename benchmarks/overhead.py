@@ -103,6 +103,7 @@ def _cpu_model() -> Optional[str]:
 
 @dataclass
 class Case:
+    """One problem of the suite: its dynamics, state, times, loss and solver settings."""
     name: str
     module: nn.Module  # what is passed to odeint (f(t, z) callable or an ODEF module)
     fn: Callable[[Tensor, Tensor], Tensor]  # the same dynamics as f(t, z), as the solver calls it
@@ -115,6 +116,7 @@ class Case:
 
 
 def build_case(name: str, device: str, tiny: bool = False) -> Case:
+    """The problem called ``name`` (P1, the MNIST block, or their tiny versions) on ``device``."""
     if name == "P1":
         # speed.py's problem builder; P1 itself, or its small variant for smoke tests.
         prob = speed.build_problem(speed.TINY_PROBLEM if tiny else "P1", device, {})
@@ -470,6 +472,7 @@ def _run(config: str, device: str, cases, threads: Optional[int]) -> dict:
 
 
 def json_path(out_dir: str, device: str, tiny: bool = False) -> str:
+    """Where the suite's JSON for ``device`` goes in ``out_dir``."""
     return os.path.join(out_dir, f"overhead_{device.split(':')[0]}{'_tiny' if tiny else ''}.json")
 
 
@@ -486,6 +489,7 @@ def _ratio(v: float, goal: bool = True) -> str:
 
 
 def markdown(result: dict) -> str:
+    """The RESULTS.md section of one overhead result: summary, tables per problem, where the time goes."""
     m = result["machine"]
     cpu = f" ({m['cpu']})" if m.get("cpu") else ""
     gpu = f" ({m['gpu']})" if m.get("gpu") else ""
@@ -647,6 +651,7 @@ def _steps(r: dict, phase: str) -> int:
 
 
 def main(argv=None):
+    """The command line of the overhead suite (see the module docstring)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer rounds (same problem sizes)")
     parser.add_argument("--tiny", action="store_true", help="small problems, 3 rounds: a smoke test")

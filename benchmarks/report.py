@@ -167,6 +167,7 @@ def render(
     notes_path: str = NOTES_MD,
     run_log: Optional[Sequence[dict]] = None,
 ) -> str:
+    """RESULTS.md's text from every JSON in ``results_dir`` and the hand-written notes."""
     results = load_results(results_dir, relative_to)
     notes = read_notes(notes_path)
     parts = ["\n".join(_header(results, run_log))]
@@ -205,6 +206,7 @@ def default_md_path(results_dir: str) -> str:
 
 
 def main(argv=None):
+    """The command line: regenerates RESULTS.md from a results directory without running anything."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--results", default=RESULTS_DIR, help="directory of the JSON files")
     parser.add_argument(

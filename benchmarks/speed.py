@@ -261,6 +261,7 @@ FIXED = {"method": FIXED_METHOD, "step": FIXED_STEP}
 
 @dataclasses.dataclass
 class Problem:
+    """One speed problem: the counted dynamics, initial state, times, loss, description and solver."""
     name: str
     func: _Counted
     y0: Tensor  # (batch, *state)
@@ -276,6 +277,7 @@ class Problem:
 
 
 def solver_text(solver: dict) -> str:
+    """The solver of a problem in words, e.g. ``dopri5, rtol 1e-05, atol 1e-06``."""
     if "step" in solver:
         return f"{solver['method']}, fixed step {solver['step']:g}"
     return f"{solver['method']}, rtol {solver['rtol']:g}, atol {solver['atol']:g}"
@@ -294,6 +296,7 @@ def _torchdiffeq_kwargs(solver: dict) -> dict:
 
 
 def build_problem(name: str, device: str, libs) -> Problem:
+    """The problem called ``name`` (see the module docstring) on ``device``, seeded."""
     if name in ("P1", TINY_PROBLEM):
         # TINY_PROBLEM: P1 shrunk for smoke tests (batch 64, MLP 2-16-16-2).
         batch, hidden = (512, 64) if name == "P1" else (64, 16)
@@ -626,6 +629,7 @@ def _steps_text(r: dict) -> str:
 
 
 def run_problem(problem_name: str, repeats: int, device: str, out_dir: str, libs, command: str) -> dict:
+    """Times every candidate on one problem, cross-checks losses and gradients, writes the problem's JSON."""
     problem = build_problem(problem_name, device, libs)
     solves = make_candidates(problem, libs)
     func = problem.func
@@ -726,6 +730,7 @@ def run_problem(problem_name: str, repeats: int, device: str, out_dir: str, libs
 
 
 def print_table(result: dict, path: str) -> None:
+    """Prints one problem's result as markdown tables."""
     m = result["machine"]
     print(f"\n### {result['problem']['name']}: {result['problem']['summary']}\n")
     print(
@@ -871,6 +876,7 @@ def markdown(result: dict) -> str:
 
 
 def main(argv=None):
+    """The command line of the speed suite (see the module docstring)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--problem", default="all", choices=PROBLEMS + ("all",))
     parser.add_argument("--repeats", type=int, default=DEFAULT_REPEATS)

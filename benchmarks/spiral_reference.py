@@ -31,6 +31,7 @@ RESULTS_DIR = os.path.join(os.path.dirname(__file__), "results")
 
 
 def build_problem(batch: int, points: int, device: str, seed: int = 0):
+    """The demo's spiral data as a batch of sub-trajectories with per-sample times, and a random LinearODEF."""
     torch.manual_seed(seed)
     times, _, obs = make_data(seed=seed)
     obs_b, ts_b = sample_batch(times, obs, batch, points, np.random.default_rng(seed))
@@ -39,6 +40,7 @@ def build_problem(batch: int, points: int, device: str, seed: int = 0):
 
 
 def forward_backward(model, func, obs, ts):
+    """One forward + adjoint backward of ``model`` (zero_grad, solve, MSE, backward), as a closure."""
     def run():
         func.zero_grad(set_to_none=True)
         z = model(obs[0], ts, return_whole_sequence=True)
@@ -48,6 +50,7 @@ def forward_backward(model, func, obs, ts):
 
 
 def run_benchmark(batch=16, points=10, repeats=20, device="cpu", out_dir=RESULTS_DIR, tag=""):
+    """Times the reference and the fused adjoint interleaved; writes and returns the result."""
     func, obs, ts = build_problem(batch, points, device)
     candidates = {
         "reference": forward_backward(reference.NeuralODE(func), func, obs, ts),
@@ -138,10 +141,12 @@ def markdown_many(results) -> str:
 
 
 def markdown(result: dict) -> str:
+    """The RESULTS.md section of this benchmark's results."""
     return markdown_many([result])
 
 
 def main(argv=None):
+    """The command line of this benchmark (see the module docstring)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--batch", type=int, default=16)

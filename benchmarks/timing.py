@@ -46,10 +46,12 @@ def interleaved(fns: Dict[str, Callable[[], object]], repeats: int, warmup: int 
 
 
 def median(xs: List[float]) -> float:
+    """The median of ``xs``."""
     return statistics.median(xs)
 
 
 def machine_info(device: str = "cpu") -> dict:
+    """torch version, threads, Python, processor and device (with the GPU's name on CUDA), for the JSON files."""
     import platform
 
     info = {
