@@ -60,19 +60,27 @@ at::Tensor stage_combine(const at::Tensor& y0, at::TensorList ks, at::ArrayRef<d
   return op.call(y0, ks, coeffs, dt);
 }
 
-std::pair<at::Tensor, at::Tensor> check_tolerances(const at::Tensor& y0, const at::Tensor& rtol,
-                                                   const at::Tensor& atol) {
+SolutionErrorOperands check_rk_solution_error(const at::Tensor& y0, at::TensorList ks,
+                                              at::ArrayRef<double> b, at::ArrayRef<double> e,
+                                              const std::optional<at::Tensor>& dt,
+                                              const at::Tensor& rtol, const at::Tensor& atol) {
+  TORCH_CHECK(b.size() == e.size(), "rk_solution_error: b has ", b.size(), " weights but e has ",
+              e.size());
+  SolutionErrorOperands ops{check_stage_combine(y0, ks, b, dt), at::Tensor(), at::Tensor()};
+  const at::Tensor& state = ops.combine.y0;
   auto check = [&](const at::Tensor& tol, const char* name) {
-    TORCH_CHECK(tol.scalar_type() == y0.scalar_type(), "rk_solution_error: ", name, " is ",
-                tol.scalar_type(), " but y0 is ", y0.scalar_type());
-    TORCH_CHECK(tol.device() == y0.device(), "rk_solution_error: ", name, " is on ", tol.device(),
-                " but y0 is on ", y0.device());
-    TORCH_CHECK(tol.numel() == 1 || tol.numel() == y0.numel(), "rk_solution_error: ", name,
-                " must hold one value or one per element of y0 (", y0.numel(), "), got ",
+    TORCH_CHECK(tol.scalar_type() == state.scalar_type(), "rk_solution_error: ", name, " is ",
+                tol.scalar_type(), " but y0 is ", state.scalar_type());
+    TORCH_CHECK(tol.device() == state.device(), "rk_solution_error: ", name, " is on ", tol.device(),
+                " but y0 is on ", state.device());
+    TORCH_CHECK(tol.numel() == 1 || tol.numel() == state.numel(), "rk_solution_error: ", name,
+                " must hold one value or one per element of y0 (", state.numel(), "), got ",
                 tol.numel());
     return tol.contiguous();
   };
-  return {check(rtol, "rtol"), check(atol, "atol")};
+  ops.rtol = check(rtol, "rtol");
+  ops.atol = check(atol, "atol");
+  return ops;
 }
 
 std::tuple<at::Tensor, at::Tensor> rk_solution_error(const at::Tensor& y0, at::TensorList ks,

@@ -25,10 +25,20 @@ StageCombineOperands check_stage_combine(const at::Tensor& y0, at::TensorList ks
                                          at::ArrayRef<double> coeffs,
                                          const std::optional<at::Tensor>& dt);
 
-// Checks the tolerances of rk_solution_error: y0's dtype and device, one value or
-// one per element of y0; returns them contiguous.
-std::pair<at::Tensor, at::Tensor> check_tolerances(const at::Tensor& y0, const at::Tensor& rtol,
-                                                   const at::Tensor& atol);
+// Validated, contiguous operands of one rk_solution_error call.
+struct SolutionErrorOperands {
+  StageCombineOperands combine;  // y0, the ks with the b weights, dt
+  at::Tensor rtol;               // one value, or one per element of y0
+  at::Tensor atol;
+};
+
+// The checks every backend of rk_solution_error shares: one e weight per b weight,
+// the stage_combine checks, and the tolerances' dtype, device and size (errors name
+// the argument).
+SolutionErrorOperands check_rk_solution_error(const at::Tensor& y0, at::TensorList ks,
+                                              at::ArrayRef<double> b, at::ArrayRef<double> e,
+                                              const std::optional<at::Tensor>& dt,
+                                              const at::Tensor& rtol, const at::Tensor& atol);
 
 at::Tensor stage_combine_cpu(const at::Tensor& y0, at::TensorList ks, at::ArrayRef<double> coeffs,
                              const std::optional<at::Tensor>& dt);

@@ -71,10 +71,7 @@ std::tuple<at::Tensor, at::Tensor> rk_solution_error_cpu(
     const at::Tensor& y0_in, at::TensorList ks_in, at::ArrayRef<double> b_in,
     at::ArrayRef<double> e_in, const std::optional<at::Tensor>& dt_in, const at::Tensor& rtol_in,
     const at::Tensor& atol_in) {
-  TORCH_CHECK(b_in.size() == e_in.size(), "rk_solution_error: b has ", b_in.size(),
-              " weights but e has ", e_in.size());
-  StageCombineOperands ops = check_stage_combine(y0_in, ks_in, b_in, dt_in);
-  auto [rtol, atol] = check_tolerances(ops.y0, rtol_in, atol_in);
+  auto [ops, rtol, atol] = check_rk_solution_error(y0_in, ks_in, b_in, e_in, dt_in, rtol_in, atol_in);
   TORCH_CHECK(ops.y0.device().is_cpu(), "rk_solution_error_cpu: y0 must be on the CPU");
   at::Tensor y1 = at::empty_like(ops.y0);
   const int64_t numel = ops.y0.numel();
