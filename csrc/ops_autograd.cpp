@@ -37,9 +37,10 @@ at::Tensor rows_of(const at::Tensor& dt, int64_t dim) {
   return dt.reshape_symint(shape);
 }
 
-// Gradients of y = y0 + dt * sum_j c_j k_j: {dL/dy0, dL/dk_0..n-1, dL/ddt (undefined when
-// there is no dt or it needs none)}.
-variable_list combine_backward(AutogradContext* ctx, const at::Tensor& grad) {
+// Gradients of y = y0 + dt * sum_j c_j k_j in the order of the forward's arguments:
+// {dL/dy0, dL/dk_0..n-1, `weight_lists` undefined ones (the coefficient lists),
+// dL/ddt (undefined when there is no dt or it needs none)}.
+variable_list combine_backward(AutogradContext* ctx, const at::Tensor& grad, int weight_lists) {
   const auto coeffs = ctx->saved_data["coeffs"].toDoubleVector();
   const bool has_dt = ctx->saved_data["has_dt"].toBool();
   const size_t n = coeffs.size();
@@ -48,9 +49,10 @@ variable_list combine_backward(AutogradContext* ctx, const at::Tensor& grad) {
   const at::Tensor scaled = has_dt ? grad * rows_of(dt, grad.dim()) : grad;
 
   variable_list grads;
-  grads.reserve(n + 2);
+  grads.reserve(n + weight_lists + 2);
   grads.push_back(grad);
   for (size_t j = 0; j < n; ++j) grads.push_back(scaled * coeffs[j]);
+  grads.resize(grads.size() + weight_lists);
   at::Tensor grad_dt;
   if (has_dt && ctx->needs_input_grad(n + 1)) {
     std::vector<at::Tensor> ks(saved.begin() + 1, saved.end());
@@ -87,12 +89,7 @@ class StageCombineFunction : public torch::autograd::Function<StageCombineFuncti
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
-    variable_list g = combine_backward(ctx, grad_outputs[0]);
-    const at::Tensor grad_dt = g.back();
-    g.pop_back();
-    g.push_back(at::Tensor());  // coeffs
-    g.push_back(grad_dt);
-    return g;
+    return combine_backward(ctx, grad_outputs[0], /*weight_lists=*/1);  // coeffs
   }
 };
 
@@ -110,14 +107,8 @@ class SolutionErrorFunction : public torch::autograd::Function<SolutionErrorFunc
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
-    variable_list g = combine_backward(ctx, grad_outputs[0]);
-    const at::Tensor grad_dt = g.back();
-    g.pop_back();
-    g.push_back(at::Tensor());  // b
-    g.push_back(at::Tensor());  // e
-    g.push_back(grad_dt);
-    g.push_back(at::Tensor());  // rtol: steers the step only
-    g.push_back(at::Tensor());  // atol
+    variable_list g = combine_backward(ctx, grad_outputs[0], /*weight_lists=*/2);  // b, e
+    g.resize(g.size() + 2);  // rtol, atol: they steer the step only
     return g;
   }
 };
