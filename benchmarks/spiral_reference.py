@@ -22,7 +22,8 @@ import torch.nn.functional as F
 
 import neuralode
 from neuralode import reference
-from neuralode.demo import make_data, sample_batch
+from neuralode.experiments.spiral_fit import sample_batch
+from neuralode.experiments.spiral_linear import make_data
 from neuralode.dynamics import LinearODEF
 
 from .timing import interleaved, machine_info, median

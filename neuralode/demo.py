@@ -14,11 +14,10 @@ from __future__ import annotations
 import os
 import sys
 
-from neuralode.experiments.spiral_fit import sample_batch
-from neuralode.experiments.spiral_linear import TRUE_W, make_data
+from neuralode.experiments.spiral_linear import TRUE_W
 from neuralode.experiments.spiral_linear import main as _spiral_linear
 
-__all__ = ["TRUE_W", "make_data", "sample_batch", "main"]
+__all__ = ["TRUE_W", "main"]
 
 
 def main(argv=None) -> dict:
