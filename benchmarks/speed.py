@@ -283,15 +283,12 @@ def solver_text(solver: dict) -> str:
     return f"{solver['method']}, rtol {solver['rtol']:g}, atol {solver['atol']:g}"
 
 
-def _neuralode_kwargs(solver: dict) -> dict:
-    if "step" in solver:  # every interval subdivided into equal steps of at most `step`
-        return {"method": solver["method"], "options": {"max_step": solver["step"]}}
-    return {"method": solver["method"], "rtol": solver["rtol"], "atol": solver["atol"]}
-
-
-def _torchdiffeq_kwargs(solver: dict) -> dict:
-    if "step" in solver:  # a uniform grid from t[0]; the problems' times lie on it
-        return {"method": solver["method"], "options": {"step_size": solver["step"]}}
+def _solver_kwargs(solver: dict, step_option: str) -> dict:
+    """The keyword arguments of a library's ``odeint`` for ``solver``; a fixed step goes into
+    ``options[step_option]``: neuralode's ``max_step`` (every interval split into equal steps
+    of at most it), torchdiffeq's ``step_size`` (a uniform grid; the problems' times lie on it)."""
+    if "step" in solver:
+        return {"method": solver["method"], "options": {step_option: solver["step"]}}
     return {"method": solver["method"], "rtol": solver["rtol"], "atol": solver["atol"]}
 
 
@@ -420,8 +417,8 @@ def make_candidates(problem: Problem, libs) -> Dict[str, object]:
     """name -> solve function, or "not available: ..." (a string)."""
     func, y0, t, loss = problem.func, problem.y0, problem.t, problem.loss
     out: Dict[str, object] = {}
-    nlo_kwargs = _neuralode_kwargs(problem.solver)
-    tdq_kwargs = _torchdiffeq_kwargs(problem.solver)
+    nlo_kwargs = _solver_kwargs(problem.solver, "max_step")
+    tdq_kwargs = _solver_kwargs(problem.solver, "step_size")
 
     nlo = libs["neuralode"]
     for mode in ("adjoint", "backprop", "checkpoint"):
