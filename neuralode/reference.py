@@ -122,10 +122,8 @@ class ODEF(nn.Module):
 
     def flatten_parameters(self) -> Tensor:
         """All parameters as one flat vector (``cat(p.flatten())``)."""
-        p_shapes = []
         flat_parameters = []
         for p in self.parameters():
-            p_shapes.append(p.size())
             flat_parameters.append(p.flatten())
         if not flat_parameters:
             return torch.zeros(0)
