@@ -77,7 +77,7 @@ from neuralode.data import MNISTFormatError, MNISTNotFoundError, mnist_tensors
 from neuralode.dynamics import ConvODEF
 from neuralode.experiments.mnist_models import downsampling
 
-from .timing import interleaved, machine_info
+from .timing import interleaved, machine_info, sync
 
 BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
 RESULTS_DIR = os.path.join(BENCH_DIR, "results")
@@ -138,11 +138,6 @@ class ODENetMNIST(nn.Module):
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def _sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
 
 
 def _rank(xs: List[float]) -> np.ndarray:
@@ -216,7 +211,7 @@ def train(model, images: Tensor, labels: Tensor, iters: int, batch: int, tol: fl
         loss = F.cross_entropy(logits, y)
         loss.backward()
         opt.step()
-        _sync(device)
+        sync(device)
         seconds = time.perf_counter() - start
         acc = float((logits.argmax(1) == y).float().mean())
         records.append(
@@ -316,7 +311,7 @@ def tolerance_sweep(model, x: Tensor, y: Tensor, tols, repeats: int, device: str
             z1 = model.solve(z0, tol, gradient="adjoint", norm=norm, stats=st)
             loss = F.cross_entropy(model.head(z1), y)
             loss.backward()
-            _sync(device)
+            sync(device)
             key = "full" if norm == "full" else "seminorm"
             row[f"nfe_backward_{key}"] = st.nfe_backward
             row[f"steps_backward_{key}"] = {"accepted": st.steps_accepted_backward, "rejected": st.steps_rejected_backward}

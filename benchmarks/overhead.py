@@ -63,7 +63,7 @@ import neuralode
 from neuralode.dynamics import ConvODEF
 
 from . import speed
-from .timing import _sync, machine_info
+from .timing import machine_info, sync
 
 RESULTS_DIR = os.path.join(os.path.dirname(__file__), "results")
 
@@ -178,26 +178,26 @@ def _solve(case: Case, mode: str):
     def once(stats: Optional[neuralode.SolverStats]):
         case.module.zero_grad(set_to_none=True)
         extra = {} if stats is None else {"stats": stats}
-        _sync(device)
+        sync(device)
         start = time.perf_counter()
         if mode == "adjoint":
             ys = neuralode.odeint_adjoint(case.module, case.y0, case.t, **kwargs, **extra)
         else:
             ys = neuralode.odeint(case.module, case.y0, case.t, gradient=mode, **kwargs, **extra)
-        _sync(device)
+        sync(device)
         mid = time.perf_counter()
         ys[-1].pow(2).mean().backward()
-        _sync(device)
+        sync(device)
         return mid - start, time.perf_counter() - mid
 
     return once
 
 
 def _timed(fn, device: str) -> float:
-    _sync(device)
+    sync(device)
     start = time.perf_counter()
     fn()
-    _sync(device)
+    sync(device)
     return time.perf_counter() - start
 
 

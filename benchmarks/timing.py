@@ -9,7 +9,9 @@ from typing import Callable, Dict, List
 import torch
 
 
-def _sync(device: str) -> None:
+def sync(device: str) -> None:
+    """Waits for the queued CUDA work when ``device`` is a CUDA device (a timer must not stop
+    before the kernels it times have run); does nothing on the CPU."""
     if device.startswith("cuda"):
         torch.cuda.synchronize()
 
@@ -18,12 +20,12 @@ def time_call(fn: Callable[[], object], repeats: int, warmup: int = 2, device: s
     """Seconds of each of ``repeats`` calls of ``fn`` after ``warmup`` untimed calls."""
     for _ in range(warmup):
         fn()
-    _sync(device)
+    sync(device)
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
         fn()
-        _sync(device)
+        sync(device)
         times.append(time.perf_counter() - start)
     return times
 
@@ -34,13 +36,13 @@ def interleaved(fns: Dict[str, Callable[[], object]], repeats: int, warmup: int 
     for fn in fns.values():
         for _ in range(warmup):
             fn()
-    _sync(device)
+    sync(device)
     out: Dict[str, List[float]] = {name: [] for name in fns}
     for _ in range(repeats):
         for name, fn in fns.items():
             start = time.perf_counter()
             fn()
-            _sync(device)
+            sync(device)
             out[name].append(time.perf_counter() - start)
     return out
 
