@@ -72,6 +72,7 @@ from typing import Dict, List, Optional
 import torch
 from torch import nn
 
+from .common import CountedODEF, fmt_ratio, solver_kwargs
 from .timing import machine_info
 
 BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
@@ -125,38 +126,13 @@ VALIDATION_BYTES = 100 * 1024 * 1024
 # --------------------------------------------------------------------------- one point
 
 
-class _TorchdiffeqFunc(nn.Module):
-    """``f(t, z) = block(z, t)`` for torchdiffeq (a module, so that ``odeint_adjoint``
-    finds the block's parameters); counts its calls and torchdiffeq's accepted steps."""
-
-    def __init__(self, block: nn.Module):
-        super().__init__()
-        self.block = block
-        self.nfe = 0
-        self.accepted = 0
-        self.accepted_adjoint = 0
-
-    def forward(self, t, z):
-        self.nfe += 1
-        return self.block(z, t)
-
-    def callback_accept_step(self, t0, y0, dt):
-        self.accepted += 1
-
-    def callback_accept_step_adjoint(self, t0, y0, dt):
-        self.accepted_adjoint += 1
-
-
-def _solver_kwargs(solver: str, steps: Optional[int], tol: Optional[float]) -> dict:
-    if solver == "rk4":
-        return {"method": "rk4", "options": {"step_size": T_END / steps}}
-    return {"method": "dopri5", "rtol": tol, "atol": tol}
-
-
 def _make_call(spec: dict, block: nn.Module, z0: torch.Tensor, t: torch.Tensor, steps, tol):
     """A function running one forward + backward of ``spec``'s mode; returns the counters."""
     mode, solver = spec["mode"], spec["solver"]
-    kwargs = _solver_kwargs(solver, steps, tol)
+    if solver == "rk4":
+        kwargs = solver_kwargs({"method": "rk4", "step": T_END / steps})
+    else:
+        kwargs = solver_kwargs({"method": "dopri5", "rtol": tol, "atol": tol})
     if mode.startswith("neuralode"):
         import neuralode
 
@@ -181,12 +157,12 @@ def _make_call(spec: dict, block: nn.Module, z0: torch.Tensor, t: torch.Tensor, 
     import torchdiffeq
 
     fn = torchdiffeq.odeint_adjoint if mode == "torchdiffeq odeint_adjoint" else torchdiffeq.odeint
-    func = _TorchdiffeqFunc(block)
+    func = CountedODEF(block)
 
     def call():
-        func.nfe = func.accepted = func.accepted_adjoint = 0
+        func.reset_counters()
         ys = fn(func, z0, t, **kwargs)
-        nfe_forward, accepted = func.nfe, func.accepted
+        nfe_forward, accepted = func.nfe, func.steps["accepted"]
         loss = ys[-1].pow(2).sum()
         loss.backward()
         if solver == "rk4":  # fixed grid: no accept callbacks, four evaluations a step
@@ -194,7 +170,7 @@ def _make_call(spec: dict, block: nn.Module, z0: torch.Tensor, t: torch.Tensor, 
             steps_backward = (func.nfe - nfe_forward) // 4 if mode.endswith("adjoint") else None
         else:
             steps_forward = accepted
-            steps_backward = func.accepted_adjoint if mode.endswith("adjoint") else None
+            steps_backward = func.steps["accepted_adjoint"] if mode.endswith("adjoint") else None
         return {
             "nfe_forward": nfe_forward,
             "nfe_backward": func.nfe - nfe_forward,
@@ -936,12 +912,6 @@ def _mib(p: Optional[dict]) -> str:
     return f"{p['peak_bytes'] / MiB:.1f}"
 
 
-def _fmt_ratio(r: dict) -> str:
-    if r["ratio"] is None:
-        return "n/a"
-    return f"{r['ratio']:.2f}x ({r['steps'][0]} -> {r['steps'][1]} steps)"
-
-
 HEADING = "## Memory (`benchmarks/memory.py`)"
 
 
@@ -1025,7 +995,8 @@ def markdown(result: dict, heading: bool = True) -> str:
         ("torchdiffeq odeint_adjoint", "torchdiffeq odeint_adjoint"),
         ("torchdiffeq odeint", "torchdiffeq odeint"),
     ):
-        lines.append(f"| {label} | " + " | ".join(_fmt_ratio(per[str(b)][mode]) for b in batches) + " |")
+        ratios = [per[str(b)][mode] for b in batches]
+        lines.append(f"| {label} | " + " | ".join(fmt_ratio(r["ratio"], r["steps"]) for r in ratios) + " |")
     val = result.get("validation") or {}
     checks = [
         f"{k}: {v['peak_bytes'] / MiB:.1f} MiB" for k, v in val.items() if isinstance(v, dict) and "peak_bytes" in v

@@ -67,6 +67,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .common import Counted, CountedODEF, fmt_ratio, solver_kwargs
 from .timing import interleaved, machine_info, median
 
 RESULTS_DIR = os.path.join(os.path.dirname(__file__), "results")
@@ -143,34 +144,7 @@ def _version(lib) -> str:
 # --------------------------------------------------------------------------- dynamics
 
 
-class _Counted(nn.Module):
-    """Dynamics ``f(t, z)`` (torchdiffeq's and neuralode's convention) that count their
-    evaluations (``nfe``) and the steps torchdiffeq reports through its callbacks
-    (forward solve and adjoint solve separately)."""
-
-    def __init__(self):
-        super().__init__()
-        self.reset_counters()
-
-    def reset_counters(self) -> None:
-        self.nfe = 0
-        self.steps = {"accepted": 0, "rejected": 0, "accepted_adjoint": 0, "rejected_adjoint": 0}
-
-    # torchdiffeq's step callbacks (ignored by the other libraries).
-    def callback_accept_step(self, t0, y0, dt):
-        self.steps["accepted"] += 1
-
-    def callback_reject_step(self, t0, y0, dt):
-        self.steps["rejected"] += 1
-
-    def callback_accept_step_adjoint(self, t0, y0, dt):
-        self.steps["accepted_adjoint"] += 1
-
-    def callback_reject_step_adjoint(self, t0, y0, dt):
-        self.steps["rejected_adjoint"] += 1
-
-
-class CountedMLP(_Counted):
+class CountedMLP(Counted):
     """MLP 2-64-64-2 with ELU, time-independent."""
 
     def __init__(self, dim: int = 2, hidden: int = 64):
@@ -182,38 +156,6 @@ class CountedMLP(_Counted):
     def forward(self, t: Tensor, z: Tensor) -> Tensor:
         self.nfe += 1
         return self.net(z)
-
-
-class CountedODEF(_Counted):
-    """A paper-convention dynamics (``forward(z, t)``, e.g. ``ConvODEF``) seen as ``f(t, z)``.
-
-    ``paper_view()`` gives the same dynamics as a ``neuralode.reference.ODEF`` (for the
-    reference candidate) that counts into this module's ``nfe``.
-    """
-
-    def __init__(self, inner: nn.Module):
-        super().__init__()
-        self.inner = inner
-
-    def forward(self, t: Tensor, z: Tensor) -> Tensor:
-        self.nfe += 1
-        return self.inner(z, t)
-
-    def paper_view(self):
-        from neuralode.reference import ODEF
-
-        counter = self
-
-        class PaperView(ODEF):
-            def __init__(self):
-                super().__init__()
-                self.inner = counter.inner  # the same parameters
-
-            def forward(self, z: Tensor, t: Tensor) -> Tensor:
-                counter.nfe += 1
-                return self.inner(z, t)
-
-        return PaperView()
 
 
 def _spiral_dynamics(libs):
@@ -263,7 +205,7 @@ FIXED = {"method": FIXED_METHOD, "step": FIXED_STEP}
 class Problem:
     """One speed problem: the counted dynamics, initial state, times, loss, description and solver."""
     name: str
-    func: _Counted
+    func: Counted
     y0: Tensor  # (batch, *state)
     t: Tensor  # (T,)
     loss: Callable[[Tensor], Tensor]  # ys (T, batch, *state) -> scalar
@@ -281,15 +223,6 @@ def solver_text(solver: dict) -> str:
     if "step" in solver:
         return f"{solver['method']}, fixed step {solver['step']:g}"
     return f"{solver['method']}, rtol {solver['rtol']:g}, atol {solver['atol']:g}"
-
-
-def _solver_kwargs(solver: dict, step_option: str) -> dict:
-    """The keyword arguments of a library's ``odeint`` for ``solver``; a fixed step goes into
-    ``options[step_option]``: neuralode's ``max_step`` (every interval split into equal steps
-    of at most it), torchdiffeq's ``step_size`` (a uniform grid; the problems' times lie on it)."""
-    if "step" in solver:
-        return {"method": solver["method"], "options": {step_option: solver["step"]}}
-    return {"method": solver["method"], "rtol": solver["rtol"], "atol": solver["atol"]}
 
 
 def build_problem(name: str, device: str, libs) -> Problem:
@@ -417,8 +350,8 @@ def make_candidates(problem: Problem, libs) -> Dict[str, object]:
     """name -> solve function, or "not available: ..." (a string)."""
     func, y0, t, loss = problem.func, problem.y0, problem.t, problem.loss
     out: Dict[str, object] = {}
-    nlo_kwargs = _solver_kwargs(problem.solver, "max_step")
-    tdq_kwargs = _solver_kwargs(problem.solver, "step_size")
+    nlo_kwargs = solver_kwargs(problem.solver, "max_step")
+    tdq_kwargs = solver_kwargs(problem.solver, "step_size")
 
     nlo = libs["neuralode"]
     for mode in ("adjoint", "backprop", "checkpoint"):
@@ -808,10 +741,6 @@ def run(
     }
 
 
-def _fmt_ratio(v) -> str:
-    return v if isinstance(v, str) else f"{v:.2f}x"
-
-
 def _problem_markdown(result: dict) -> str:
     m, prob = result["machine"], result["problem"]
     lines = [f"**{prob['name']}** ({solver_text(result['solver'])}): {prob['summary']}.", ""]
@@ -839,7 +768,7 @@ def _problem_markdown(result: dict) -> str:
         )
     lines += ["", "| speed ratio (peer / neuralode, > 1: neuralode faster) | value |", "| --- | ---: |"]
     for label, v in result["ratios_peer_over_neuralode"].items():
-        lines.append(f"| {label} | {_fmt_ratio(v)} |")
+        lines.append(f"| {label} | {fmt_ratio(v)} |")
     where = f" JSON: `{result['_path']}`." if result.get("_path") else ""
     lines += ["", f"Command: `{result['command']}`.{where}"]
     return "\n".join(lines)
