@@ -114,17 +114,9 @@ def _header(results: Dict[str, List[dict]], run_log: Optional[Sequence[dict]]) -
         "| suite | file | machine | torch | threads | device | date | command |",
         "| --- | --- | --- | --- | ---: | --- | --- | --- |",
     ]
-    for suite, _, _ in SUITES:
+    known = [s for s, _, _ in SUITES]
+    for suite in known + sorted(set(results) - set(known)):  # the known suites first, in their order
         for r in results.get(suite, []):
-            m = r.get("machine", {})
-            lines.append(
-                f"| {suite} | `{r['_path']}` | {_cell(_machine(m))} | {m.get('torch', '?')} | "
-                f"{m.get('threads', '?')} | {m.get('device', '?')} | {str(r.get('date', '?'))[:16]} | "
-                f"`{_cell(r.get('command', '?'))}` |"
-            )
-    others = sorted(set(results) - {s for s, _, _ in SUITES})
-    for suite in others:
-        for r in results[suite]:
             m = r.get("machine", {})
             lines.append(
                 f"| {suite} | `{r['_path']}` | {_cell(_machine(m))} | {m.get('torch', '?')} | "
