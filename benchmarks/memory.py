@@ -852,10 +852,9 @@ _COLORS = {
 
 def plot(result: dict, path: str) -> None:
     """Log-log peak MiB against steps, one panel per batch: rk4 lines, dopri5 markers."""
-    import matplotlib
+    from neuralode.experiments.common import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     batches = result["problem"]["batches"]
     fig, axes = plt.subplots(1, len(batches), figsize=(6.2 * len(batches), 4.6), squeeze=False)

@@ -75,6 +75,7 @@ from torch import Tensor, nn
 import neuralode
 from neuralode.data import MNISTFormatError, MNISTNotFoundError, mnist_tensors
 from neuralode.dynamics import ConvODEF
+from neuralode.experiments.common import pyplot, require_extra
 from neuralode.experiments.mnist_models import downsampling
 
 from .timing import interleaved, machine_info, sync
@@ -193,7 +194,7 @@ def _batches(n: int, batch: int, gen: torch.Generator):
 
 def train(model, images: Tensor, labels: Tensor, iters: int, batch: int, tol: float, device: str, seed: int, progress=True):
     """Adam training through the adjoint; one record per iteration."""
-    from tqdm import tqdm
+    tqdm = require_extra("tqdm").tqdm
 
     opt = torch.optim.Adam(model.parameters(), lr=LR)
     gen = torch.Generator().manual_seed(seed)
@@ -361,11 +362,8 @@ def summarize(sweep: List[dict], training: List[dict]) -> dict:
 def plot(result: dict, png: str) -> str:
     """The 2x2 figure; returns the path, or "not available: ..." without matplotlib."""
     try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except Exception as err:  # pragma: no cover - matplotlib is a dependency
+        plt = pyplot()
+    except Exception as err:  # pragma: no cover - matplotlib is in every install that runs the benchmarks
         return f"not available: {type(err).__name__}: {err}"
 
     sweep, training = result["tolerance_sweep"], result["training"]

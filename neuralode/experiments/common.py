@@ -4,6 +4,7 @@ bars, JSON and figures, and the end-of-run summary."""
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import math
 import os
@@ -57,21 +58,33 @@ def setup(args, name: str) -> tuple:
     return device, out_dir
 
 
+#: How to install what ``require_extra`` imports (pyproject.toml's ``experiments`` extra).
+EXTRA_INSTALL = "pip install --no-build-isolation -e .[experiments]"
+
+
+def require_extra(module: str):
+    """``module`` (tqdm, matplotlib or one of their submodules), imported on first use: the
+    library itself does not need them. Without it, an ImportError that names the install
+    command of the ``experiments`` extra."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as err:
+        package = module.split(".")[0]
+        raise ImportError(
+            f"neuralode's experiments, demo and benchmarks need {package}: {EXTRA_INSTALL} (or pip install {package})"
+        ) from err
+
+
 def progress(iterable: Iterable, desc: str, total: Optional[int] = None, disable: bool = False, unit: str = "it"):
     """A tqdm progress bar on stderr (stdout keeps the summary clean)."""
-    from tqdm import tqdm
-
+    tqdm = require_extra("tqdm").tqdm
     return tqdm(iterable, desc=desc, total=total, disable=disable, unit=unit, file=sys.stderr, dynamic_ncols=True)
 
 
 def pyplot():
     """matplotlib's pyplot with the file-only backend (no display needed)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    require_extra("matplotlib").use("Agg")
+    return require_extra("matplotlib.pyplot")
 
 
 def run_info(device: torch.device, argv) -> dict:
