@@ -1,4 +1,5 @@
-// The Python entry points of the integration loops. Kept in its own small
+// The Python entry points: one solve specification (built once per odeint call)
+// and two calls, the forward solve and its gradient. Kept in its own small
 // translation unit: it is the only one that needs pybind11 and the Python
 // headers. The loops take a Python callable f(t, z). They run with the GIL
 // released (the autograd engine, which the adjoint calls for its
@@ -11,27 +12,17 @@
 #include <c10/util/Exception.h>
 
 #include <cmath>
+#include <optional>
 #include <string>
 
-#include "adaptive.h"
 #include "integrate.h"
+#include "spec.h"
 #include "tableau.h"
 
 namespace py = pybind11;
 
 namespace neuralode {
 namespace {
-
-const Tableau& tableau_or_throw(const std::string& method, bool adaptive) {
-  const Tableau* tab = find_tableau(method);
-  if (tab == nullptr || tab->adaptive != adaptive) {
-    std::string known;
-    for (const std::string& n : tableau_names(adaptive)) known += (known.empty() ? "" : ", ") + n;
-    TORCH_CHECK_VALUE(false, "unknown ", adaptive ? "adaptive" : "fixed-step", " method '", method,
-                      "'; choose one of: ", known);
-  }
-  return *tab;
-}
 
 py::dict stats_dict(const SolveStats& s) {
   py::dict d;
@@ -43,25 +34,17 @@ py::dict stats_dict(const SolveStats& s) {
   return d;
 }
 
-// The accepted steps of a forward solve, kept for the checkpointed adjoint.
-struct CheckpointTape {
-  std::vector<StepRecord> steps;
-};
+StepPlan::Grid grid_or_throw(const std::string& name) {
+  if (name == "subdivide") return StepPlan::Grid::kSubdivide;
+  if (name == "uniform") return StepPlan::Grid::kUniform;
+  TORCH_CHECK_VALUE(false, "unknown step grid '", name, "'; use 'subdivide' or 'uniform'");
+}
 
-StepSpec make_spec(const std::string& kind, double value, int64_t max_num_steps) {
-  StepSpec spec;
-  if (kind == "max_step") {
-    spec.kind = StepSpec::Kind::kSubdivide;
-  } else if (kind == "step_size") {
-    spec.kind = StepSpec::Kind::kUniform;
-  } else {
-    TORCH_CHECK_VALUE(false, "unknown step rule '", kind, "'; use 'max_step' or 'step_size'");
-  }
-  TORCH_CHECK_VALUE(value > 0 && !std::isnan(value), kind, " must be positive, got ", value);
-  TORCH_CHECK_VALUE(max_num_steps > 0, "max_num_steps must be positive, got ", max_num_steps);
-  spec.value = value;
-  spec.max_num_steps = max_num_steps;
-  return spec;
+SolveSpec::Gradient gradient_or_throw(const std::string& name) {
+  if (name == "backprop") return SolveSpec::Gradient::kBackprop;
+  if (name == "adjoint") return SolveSpec::Gradient::kAdjoint;
+  if (name == "checkpoint") return SolveSpec::Gradient::kCheckpoint;
+  TORCH_CHECK_VALUE(false, "unknown gradient mode '", name, "'");
 }
 
 // Wraps a Python callable f(t, z) so that a non-tensor result is a clear error.
@@ -91,118 +74,102 @@ PYBIND11_MODULE(_C, m) {
   m.def("methods", &tableau_names, py::arg("adaptive"),
         "Names of the fixed-step (adaptive=False) or adaptive Runge-Kutta methods.");
 
-  py::class_<StepControl>(m, "StepControl", "Step-size control of an adaptive solve.")
-      .def(py::init<>())
-      .def_readwrite("rtol", &StepControl::rtol)
-      .def_readwrite("atol", &StepControl::atol)
-      .def_readwrite("safety", &StepControl::safety)
-      .def_readwrite("ifactor", &StepControl::ifactor)
-      .def_readwrite("dfactor", &StepControl::dfactor)
-      .def_readwrite("pi", &StepControl::pi)
-      .def_readwrite("beta1", &StepControl::beta1)
-      .def_readwrite("beta2", &StepControl::beta2)
-      .def_readwrite("first_step", &StepControl::first_step)
-      .def_readwrite("min_step", &StepControl::min_step)
-      .def_readwrite("max_step", &StepControl::max_step)
-      .def_readwrite("max_num_steps", &StepControl::max_num_steps)
-      .def_readwrite("step_t", &StepControl::step_t);
+  // Every field is required: the defaults live in neuralode/spec.py alone.
+  py::class_<StepPlan>(m, "StepPlan", "How one direction of a solve places its steps (read-only).")
+      .def(py::init([](const std::string& method, const std::string& grid, double step,
+                       std::optional<at::Tensor> rtol, std::optional<at::Tensor> atol,
+                       double safety, double ifactor, double dfactor, bool pi, double beta1,
+                       double beta2, double first_step, double min_step, double max_step,
+                       int64_t max_num_steps, std::vector<double> step_t) {
+             StepPlan p;
+             const Tableau* tab = find_tableau(method);
+             TORCH_CHECK_VALUE(tab != nullptr, "unknown method '", method, "'");
+             p.tableau = tab;
+             p.grid = grid_or_throw(grid);
+             p.step = step;
+             if (rtol) p.rtol = *rtol;
+             if (atol) p.atol = *atol;
+             TORCH_CHECK_VALUE(!tab->adaptive || (p.rtol.defined() && p.atol.defined()),
+                               "an adaptive method needs rtol and atol");
+             p.safety = safety;
+             p.ifactor = ifactor;
+             p.dfactor = dfactor;
+             p.pi = pi;
+             p.beta1 = beta1;
+             p.beta2 = beta2;
+             p.first_step = first_step;
+             p.min_step = min_step;
+             p.max_step = max_step;
+             TORCH_CHECK_VALUE(max_num_steps > 0, "max_num_steps must be positive, got ", max_num_steps);
+             p.max_num_steps = max_num_steps;
+             p.step_t = std::move(step_t);
+             return p;
+           }),
+           py::kw_only(), py::arg("method"), py::arg("grid"), py::arg("step"), py::arg("rtol"),
+           py::arg("atol"), py::arg("safety"), py::arg("ifactor"), py::arg("dfactor"),
+           py::arg("pi"), py::arg("beta1"), py::arg("beta2"), py::arg("first_step"),
+           py::arg("min_step"), py::arg("max_step"), py::arg("max_num_steps"), py::arg("step_t"))
+      .def_property_readonly("method", [](const StepPlan& p) { return std::string(p.tableau->name); })
+      .def_property_readonly("adaptive", &StepPlan::adaptive)
+      .def_readonly("step", &StepPlan::step)
+      .def_readonly("max_num_steps", &StepPlan::max_num_steps)
+      .def_readonly("step_t", &StepPlan::step_t);
 
-  py::class_<CheckpointTape>(m, "CheckpointTape", "Accepted steps (t, dt, z) of a forward solve.")
-      .def("__len__", [](const CheckpointTape& tape) { return tape.steps.size(); });
+  py::class_<SolveSpec>(m, "SolveSpec", "A whole solve: both directions and the gradient mode (read-only).")
+      .def(py::init([](const StepPlan& forward, const StepPlan& backward, const std::string& gradient,
+                       bool seminorm) {
+             return SolveSpec{forward, backward, gradient_or_throw(gradient), seminorm};
+           }),
+           py::kw_only(), py::arg("forward"), py::arg("backward"), py::arg("gradient"),
+           py::arg("seminorm"))
+      .def_readonly("forward", &SolveSpec::forward)
+      .def_readonly("backward", &SolveSpec::backward)
+      .def_readonly("seminorm", &SolveSpec::seminorm);
+
+  py::class_<Tape, std::shared_ptr<Tape>>(m, "Tape", "Accepted steps (t, dt, z) of a forward solve.")
+      .def("__len__", [](const Tape& tape) { return tape.steps.size(); });
 
   m.def(
-      "solve_adaptive",
-      torch::wrap_pybind_function([](py::object func, const at::Tensor& y0, const at::Tensor& t,
-                                     const std::string& method, const StepControl& control,
-                                     bool differentiable, bool record) {
+      "solve",
+      torch::wrap_pybind_function([](const SolveSpec& spec, py::object func, const at::Tensor& y0,
+                                     const at::Tensor& t, bool differentiable) {
         Dynamics f = make_dynamics(std::move(func), {});
-        const Tableau& tab = tableau_or_throw(method, true);
-        AdaptiveForwardResult r;
+        const bool record = spec.gradient == SolveSpec::Gradient::kCheckpoint;
+        Solution r;
         {
           py::gil_scoped_release no_gil;
-          r = solve_adaptive_forward(f, y0, t, tab, control, differentiable, record);
+          r = solve(spec, f, y0, t, differentiable, record);
         }
-        py::object tape = py::none();
-        if (record) tape = py::cast(CheckpointTape{std::move(r.steps)});
+        py::object tape = r.tape ? py::cast(r.tape) : py::none();
         return py::make_tuple(r.ys, stats_dict(r.stats), tape);
       }),
-      py::arg("func"), py::arg("y0"), py::arg("t"), py::arg("method"), py::arg("control"),
-      py::arg("differentiable"), py::arg("record"),
-      "Adaptive solve through the times t; returns (z at each time, stats, tape or None).");
+      py::arg("spec"), py::arg("func"), py::arg("y0"), py::arg("t"), py::arg("differentiable"),
+      "Integrates func(t, z) from y0 through the times t; returns (z at each time, stats, tape "
+      "(gradient 'checkpoint') or None).");
 
   m.def(
-      "solve_adaptive_adjoint",
-      torch::wrap_pybind_function([](py::object func, std::vector<at::Tensor> params,
-                                     const at::Tensor& t, const at::Tensor& ys,
-                                     const at::Tensor& grad_ys, const std::string& method,
-                                     const StepControl& control, bool seminorm, bool need_t) {
+      "gradient",
+      torch::wrap_pybind_function([](const SolveSpec& spec, py::object func,
+                                     std::vector<at::Tensor> params, const at::Tensor& t,
+                                     const std::optional<at::Tensor>& ys, const at::Tensor& grad_ys,
+                                     std::shared_ptr<Tape> tape, bool need_t) {
         Dynamics f = make_dynamics(std::move(func), std::move(params));
-        const Tableau& tab = tableau_or_throw(method, true);
-        AdaptiveAdjointResult r;
+        Gradients g;
         {
           py::gil_scoped_release no_gil;
-          r = solve_adaptive_adjoint(f, t, ys, grad_ys, tab, control, seminorm, need_t);
+          if (spec.gradient == SolveSpec::Gradient::kCheckpoint) {
+            TORCH_CHECK(tape != nullptr, "gradient 'checkpoint' needs the forward's tape");
+            g = replay_gradients(*tape, f, grad_ys, need_t);
+          } else {
+            TORCH_CHECK(ys.has_value(), "gradient 'adjoint' needs the forward's outputs");
+            g = adjoint_gradients(spec, f, t, *ys, grad_ys, need_t);
+          }
         }
-        return py::make_tuple(r.grad_y0, r.grad_t, r.grad_params, stats_dict(r.stats));
+        py::object grad_t = g.t.defined() ? py::cast(g.t) : py::none();
+        return py::make_tuple(g.y0, grad_t, g.params, stats_dict(g.stats));
       }),
-      py::arg("func"), py::arg("params"), py::arg("t"), py::arg("ys"), py::arg("grad_ys"),
-      py::arg("method"), py::arg("control"), py::arg("seminorm"), py::arg("need_t"),
-      "Adaptive continuous adjoint: returns (dL/dy0, dL/dt or None, [dL/dtheta], stats).");
-
-  m.def(
-      "solve_checkpoint_adjoint",
-      torch::wrap_pybind_function([](py::object func, std::vector<at::Tensor> params,
-                                     const at::Tensor& grad_ys, const CheckpointTape& tape,
-                                     const std::string& method, const at::Tensor& t) {
-        Dynamics f = make_dynamics(std::move(func), std::move(params));
-        const Tableau& tab = tableau_or_throw(method, true);
-        AdaptiveAdjointResult r;
-        {
-          py::gil_scoped_release no_gil;
-          r = solve_checkpoint_adjoint(f, grad_ys, tape.steps, tab, t);
-        }
-        return py::make_tuple(r.grad_y0, r.grad_params, stats_dict(r.stats));
-      }),
-      py::arg("func"), py::arg("params"), py::arg("grad_ys"), py::arg("tape"), py::arg("method"),
-      py::arg("t"),
-      "Checkpointed discrete adjoint of a recorded solve: returns (dL/dy0, [dL/dtheta], stats).");
-
-  m.def(
-      "solve_forward",
-      torch::wrap_pybind_function([](py::object func, const at::Tensor& y0, const at::Tensor& t, const std::string& method,
-         const std::string& step_rule, double step_value, int64_t max_num_steps,
-         bool differentiable) {
-        Dynamics f = make_dynamics(std::move(func), {});
-        const Tableau& tab = tableau_or_throw(method, false);
-        const StepSpec spec = make_spec(step_rule, step_value, max_num_steps);
-        ForwardResult r;
-        {
-          py::gil_scoped_release no_gil;
-          r = solve_forward(f, y0, t, tab, spec, differentiable);
-        }
-        return py::make_tuple(r.ys, stats_dict(r.stats));
-      }),
-      py::arg("func"), py::arg("y0"), py::arg("t"), py::arg("method"), py::arg("step_rule"),
-      py::arg("step_value"), py::arg("max_num_steps"), py::arg("differentiable"),
-      "Integrates func(t, z) from y0 through the times t; returns (z at each time, stats).");
-
-  m.def(
-      "solve_adjoint",
-      torch::wrap_pybind_function([](py::object func, std::vector<at::Tensor> params, const at::Tensor& t,
-         const at::Tensor& ys, const at::Tensor& grad_ys, const std::string& method,
-         const std::string& step_rule, double step_value, int64_t max_num_steps, bool need_t) {
-        Dynamics f = make_dynamics(std::move(func), std::move(params));
-        const Tableau& tab = tableau_or_throw(method, false);
-        const StepSpec spec = make_spec(step_rule, step_value, max_num_steps);
-        AdjointResult r;
-        {
-          py::gil_scoped_release no_gil;
-          r = solve_adjoint(f, t, ys, grad_ys, tab, spec, need_t);
-        }
-        return py::make_tuple(r.grad_y0, r.grad_t, r.grad_params, stats_dict(r.stats));
-      }),
-      py::arg("func"), py::arg("params"), py::arg("t"), py::arg("ys"), py::arg("grad_ys"),
-      py::arg("method"), py::arg("step_rule"), py::arg("step_value"), py::arg("max_num_steps"),
-      py::arg("need_t"),
-      "The continuous adjoint: returns (dL/dy0, dL/dt or None, [dL/dtheta], stats).");
+      py::arg("spec"), py::arg("func"), py::arg("params"), py::arg("t"), py::arg("ys"),
+      py::arg("grad_ys"), py::arg("tape"), py::arg("need_t"),
+      "The gradient of a solve (spec.gradient 'adjoint' or 'checkpoint'): returns (dL/dy0, "
+      "dL/dt or None, [dL/dtheta], stats).");
 }

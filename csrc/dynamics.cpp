@@ -23,7 +23,7 @@ class ScopedTimer {
 
 }  // namespace
 
-at::Tensor Dynamics::call_checked(const at::Tensor& t, const at::Tensor& z) {
+at::Tensor Dynamics::operator()(const at::Tensor& t, const at::Tensor& z) {
   at::Tensor out;
   {
     ScopedTimer timer(f_seconds_);
@@ -43,17 +43,13 @@ at::Tensor Dynamics::call_checked(const at::Tensor& t, const at::Tensor& z) {
   return out;
 }
 
-at::Tensor Dynamics::operator()(const at::Tensor& t, const at::Tensor& z) {
-  return call_checked(t, z);
-}
-
 VectorJacobianProducts Dynamics::vjp(const at::Tensor& t, const at::Tensor& z, const at::Tensor& w,
                                      bool need_t) {
   // The loops run under no_grad (adjoint) but the products need a graph of f.
   c10::AutoGradMode enable_grad(true);
   at::Tensor z_leaf = z.detach().requires_grad_(true);
   at::Tensor t_leaf = need_t ? t.detach().requires_grad_(true) : t.detach();
-  at::Tensor out = call_checked(t_leaf, z_leaf);
+  at::Tensor out = (*this)(t_leaf, z_leaf);
 
   VectorJacobianProducts r;
   r.wp.resize(params_.size());

@@ -36,7 +36,7 @@ class Dynamics {
 
   Dynamics(Fn fn, std::vector<at::Tensor> params) : fn_(std::move(fn)), params_(std::move(params)) {}
 
-  // f(t, z), checked against the state's shape, dtype and device.
+  // f(t, z), checked against the state's shape, dtype and device; counted and timed.
   at::Tensor operator()(const at::Tensor& t, const at::Tensor& z);
 
   // f(t, z) and the products with w through one backward pass of torch
@@ -53,8 +53,6 @@ class Dynamics {
   double f_seconds() const { return f_seconds_; }
 
  private:
-  at::Tensor call_checked(const at::Tensor& t, const at::Tensor& z);
-
   Fn fn_;
   std::vector<at::Tensor> params_;
   int64_t nfe_ = 0;

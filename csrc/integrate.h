@@ -1,56 +1,54 @@
-// The integration loops: the forward solve through all observation times and
-// the augmented-adjoint solve backwards through all of them in one pass.
+// The one step loop, and the three solves built from it: the forward solve, the
+// continuous adjoint and the checkpoint replay. Each is a Planner (where steps go),
+// a System (what is stepped) and an Observer (what happens at observation times)
+// handed to integrate().
 #pragma once
 
 #include <ATen/core/Tensor.h>
 
-#include <cstdint>
+#include <memory>
 #include <vector>
 
 #include "dynamics.h"
-#include "tableau.h"
+#include "observer.h"
+#include "planner.h"
+#include "spec.h"
+#include "system.h"
+#include "tape.h"
 
 namespace neuralode {
 
-// How a fixed-step solver places its steps.
-struct StepSpec {
-  enum class Kind {
-    // Each interval [t_i, t_{i+1}] is cut into n_i = ceil(max|t_{i+1} - t_i| / value)
-    // equal steps (the reference's rule; value = inf gives one step per interval).
-    kSubdivide,
-    // A uniform grid t_0, t_0 + value, ... that ends at t_{T-1}, independent of
-    // the observation times; outputs between grid points are interpolated
-    // linearly (torchdiffeq's step_size).
-    kUniform,
-  };
-  Kind kind = Kind::kSubdivide;
-  double value = 0.0;
-  int64_t max_num_steps = 0;
-};
+// Asks the planner for steps until it is done: each is attempted by the system,
+// settled by the planner (accept or retry), then shown to the observer.
+void integrate(Planner& planner, System& system, Observer& observer);
 
-struct ForwardResult {
+struct Solution {
   at::Tensor ys;  // (T, *y0.shape)
   SolveStats stats;
+  std::shared_ptr<Tape> tape;  // with `record`
 };
 
-// Integrates dz/dt = f(t, z) from y0 through the observation times t (1-D (T,)
-// or per-sample (T, batch, 1)) and returns z at each. With `differentiable`
-// every op is recorded by autograd (backprop through the solver).
-ForwardResult solve_forward(Dynamics& f, const at::Tensor& y0, const at::Tensor& t,
-                            const Tableau& tableau, const StepSpec& spec, bool differentiable);
+// Integrates dz/dt = f(t, z) from y0 through the times t (1-D (T,) or per-sample
+// (T, batch, 1)) with spec.forward. With `differentiable` every op is recorded by
+// autograd (backprop through the solver); with `record` the accepted steps are kept
+// for the checkpoint replay (their times with a graph to t when t requires grad).
+Solution solve(const SolveSpec& spec, Dynamics& f, const at::Tensor& y0, const at::Tensor& t,
+               bool differentiable, bool record);
 
-struct AdjointResult {
-  at::Tensor grad_y0;
-  at::Tensor grad_t;  // undefined when not requested
-  std::vector<at::Tensor> grad_params;
+struct Gradients {
+  at::Tensor y0, t;  // t: undefined when not requested
+  std::vector<at::Tensor> params;
   SolveStats stats;
 };
 
-// The continuous adjoint (Chen et al. 2018, Algorithm 1) for the loss gradients
-// grad_ys = dL/dz(t_i): integrates z, a = dL/dz, dL/dt and dL/dtheta backwards
-// from t_{T-1} to t_0 in one pass, jumping a += dL/dz(t_i) at each observation.
-AdjointResult solve_adjoint(Dynamics& f, const at::Tensor& t, const at::Tensor& ys,
-                            const at::Tensor& grad_ys, const Tableau& tableau,
-                            const StepSpec& spec, bool need_t);
+// The continuous adjoint (Chen et al. 2018, Algorithm 1) of a solve through t with
+// outputs ys, for grad_ys = dL/dz(t_i): [z, a] from t_{T-1} back to t_0 in one pass
+// with spec.backward, dL/dtheta and dL/dt accumulated outside the state.
+Gradients adjoint_gradients(const SolveSpec& spec, Dynamics& f, const at::Tensor& t,
+                            const at::Tensor& ys, const at::Tensor& grad_ys, bool need_t);
+
+// The discrete adjoint of a recorded solve: each step replayed with autograd, last
+// first: the gradient of the discrete solve to round-off.
+Gradients replay_gradients(const Tape& tape, Dynamics& f, const at::Tensor& grad_ys, bool need_t);
 
 }  // namespace neuralode

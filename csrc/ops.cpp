@@ -1,7 +1,8 @@
 // All op schemas of the library in one place, plus the CPU registrations and
-// the checks every backend shares. The CUDA registration lives next to its
-// kernel in cuda/stage_combine_cuda.cu, the autograd formulas are in
-// ops_autograd.cpp, the fake (meta) kernels in neuralode/_ops.py.
+// the checks every backend shares. Each CUDA registration lives next to its
+// kernel (cuda/stage_combine_cuda.cu, cuda/solution_error_cuda.cu), the autograd
+// formulas are in ops_autograd.cpp (C++), the fake (meta) kernels in
+// neuralode/_ops.py.
 #define TORCH_ASSERT_ONLY_METHOD_OPERATORS
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/library.h>

@@ -21,21 +21,13 @@
 #include <vector>
 
 #include "stage_combine.h"
+#include "stages.h"
 
 namespace neuralode {
 namespace {
 
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
-
-// dt shaped to broadcast over a tensor of `dim` dimensions: (numel, 1, ..., 1), or dt
-// itself when 0-d. Symbolic sizes throughout, so that torch.compile can trace it.
-at::Tensor rows_of(const at::Tensor& dt, int64_t dim) {
-  if (dt.dim() == 0) return dt;
-  std::vector<c10::SymInt> shape(std::max<int64_t>(dim, 1), c10::SymInt(1));
-  shape[0] = dt.sym_numel();
-  return dt.reshape_symint(shape);
-}
 
 // Gradients of y = y0 + dt * sum_j c_j k_j in the order of the forward's arguments:
 // {dL/dy0, dL/dk_0..n-1, `weight_lists` undefined ones (the coefficient lists),
@@ -46,7 +38,7 @@ variable_list combine_backward(AutogradContext* ctx, const at::Tensor& grad, int
   const size_t n = coeffs.size();
   variable_list saved = ctx->get_saved_variables();
   at::Tensor dt = has_dt ? saved[0] : at::Tensor();
-  const at::Tensor scaled = has_dt ? grad * rows_of(dt, grad.dim()) : grad;
+  const at::Tensor scaled = has_dt ? grad * rows_view(dt, grad.dim()) : grad;
 
   variable_list grads;
   grads.reserve(n + weight_lists + 2);

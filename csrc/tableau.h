@@ -1,5 +1,5 @@
 // Butcher tableaux as constexpr data. Every explicit Runge-Kutta method is one
-// `Tableau`; the steppers in integrate.cpp are generic over it, so adding a
+// `Tableau`; the one stage loop (stages.h) is generic over it, so adding a
 // method means adding data here, never a new stepping loop.
 #pragma once
 

@@ -3,13 +3,12 @@
 Fused C++/CUDA Runge-Kutta kernels and integration loops behind a torchdiffeq-style
 API (:func:`odeint`, :func:`odeint_adjoint`) and the paper's :class:`NeuralODE`
 module; :mod:`neuralode.reference` keeps the paper-tutorial algorithm in plain
-PyTorch as the oracle.
+PyTorch as the oracle (import it explicitly: the library itself does not use it).
 """
 
-from . import reference
 from .module import NeuralODE
 from .odeint import ADAPTIVE_METHODS, FIXED_STEP_METHODS, GRADIENT_MODES, METHODS, odeint, odeint_adjoint
-from .reference import ODEF
+from .odef import ODEF
 from .stats import SolverStats
 
 __all__ = [
@@ -18,7 +17,6 @@ __all__ = [
     "NeuralODE",
     "ODEF",
     "SolverStats",
-    "reference",
     "METHODS",
     "FIXED_STEP_METHODS",
     "ADAPTIVE_METHODS",

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .reference import ODEF
+from .odef import ODEF
 
 __all__ = [
     "LinearODEF",

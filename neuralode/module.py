@@ -7,9 +7,12 @@ from typing import Optional
 from torch import Tensor, nn
 
 from .odeint import odeint
-from .reference import H_MAX, ODEF
+from .odef import ODEF
 
-__all__ = ["NeuralODE"]
+__all__ = ["NeuralODE", "DEFAULT_MAX_STEP"]
+
+#: The paper's largest Euler step: ``max_step`` of :class:`NeuralODE` by default.
+DEFAULT_MAX_STEP = 0.05
 
 
 class NeuralODE(nn.Module):
@@ -29,7 +32,7 @@ class NeuralODE(nn.Module):
         super().__init__()
         self.func = func
         self.method = method
-        self.options = dict(options) if options is not None else {"max_step": H_MAX}
+        self.options = dict(options) if options is not None else {"max_step": DEFAULT_MAX_STEP}
         self.gradient = gradient
 
     def forward(self, z0: Tensor, t: Tensor = Tensor([0.0, 1.0]), return_whole_sequence: bool = False) -> Tensor:

@@ -148,8 +148,12 @@ def test_speed_tiny_fixed_step(speed_results):
     if c.get("torchdiffeq backprop", {}).get("available"):
         assert abs(ours["grad_max_rel_diff"] - ref["grad_max_rel_diff"]) < 1e-4
     assert _finite(r["ratios_peer_over_neuralode"]["reference adjoint / neuralode adjoint"])
-    # Checkpointing needs an adaptive method: reported, not a crash.
-    assert c["neuralode checkpoint"]["error"].startswith("not available")
+    # Checkpointing replays the fixed steps: the same solve, and the exact gradient of it.
+    ck, bp = c["neuralode checkpoint"], c["neuralode backprop"]
+    assert ck["available"], ck.get("error")
+    assert ck["nfe_forward"] == steps and ck["nfe_backward"] == steps
+    assert abs(ck["loss"] - bp["loss"]) <= 1e-12 * abs(bp["loss"])
+    assert abs(ck["grad_max_rel_diff"] - bp["grad_max_rel_diff"]) < 1e-5
     assert "spiral-tiny" in speed.markdown(r) and "euler, fixed step 0.05" in speed.markdown(r)
 
 

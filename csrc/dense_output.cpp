@@ -1,0 +1,62 @@
+#define TORCH_ASSERT_ONLY_METHOD_OPERATORS
+#include "dense_output.h"
+
+#include <ATen/ops/from_blob.h>
+#include <ATen/ops/stack.h>
+
+namespace neuralode {
+namespace {
+
+// y(t0 + theta h) = y0 + w_y1 (y1 - y0) + h (sum_j w_k[j] k_j + w_f1 f1).
+struct DenseWeights {
+  double y1;
+  std::vector<double> k;
+  double f1;
+};
+
+DenseWeights dense_weights(const Tableau& tab, double th) {
+  const double t2 = th * th, t3 = t2 * th, t4 = t3 * th;
+  DenseWeights w{0.0, std::vector<double>(tab.stages, 0.0), 0.0};
+  if (tab.has_mid) {
+    w.y1 = -5 * t2 + 14 * t3 - 8 * t4;
+    const double w_mid = 16 * t2 - 32 * t3 + 16 * t4;
+    for (int j = 0; j < tab.stages; ++j) w.k[j] = w_mid * tab.c_mid[j];
+    w.k[0] += th - 4 * t2 + 5 * t3 - 2 * t4;
+    w.f1 = t2 - 3 * t3 + 2 * t4;
+  } else {
+    w.y1 = 3 * t2 - 2 * t3;
+    w.k[0] = t3 - 2 * t2 + th;
+    w.f1 = t3 - t2;
+  }
+  return w;
+}
+
+}  // namespace
+
+at::Tensor interpolate(const Tableau& tab, const std::vector<double>& thetas, double h,
+                       const at::Tensor& y0, const at::Tensor& y1,
+                       const std::vector<at::Tensor>& ks, const at::Tensor& f1) {
+  const int64_t n_terms = tab.stages + 3;
+  std::vector<double> weights;
+  weights.reserve(thetas.size() * n_terms);
+  for (double theta : thetas) {
+    const DenseWeights w = dense_weights(tab, theta);
+    weights.push_back(1.0 - w.y1);
+    weights.push_back(w.y1);
+    for (int j = 0; j < tab.stages; ++j) weights.push_back(h * w.k[j]);
+    weights.push_back(h * w.f1);
+  }
+  std::vector<at::Tensor> terms{y0, y1};
+  terms.insert(terms.end(), ks.begin(), ks.begin() + tab.stages);
+  terms.push_back(f1);
+  const int64_t m = static_cast<int64_t>(thetas.size());
+  // copy=true: the weights live in this function's vector, autograd keeps w.
+  const at::Tensor w = at::from_blob(weights.data(), {m, n_terms}, at::kDouble)
+                           .to(y0.options().requires_grad(false), /*non_blocking=*/false,
+                               /*copy=*/true);
+  std::vector<int64_t> shape{m};
+  shape.insert(shape.end(), y0.sizes().begin(), y0.sizes().end());
+  return w.matmul(at::stack(terms).reshape({n_terms, -1})).reshape(shape);
+}
+
+}  // namespace neuralode

@@ -1,0 +1,23 @@
+// Dense output of an adaptive step: the state at points inside the step from its
+// stages, without new evaluations of f.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <vector>
+
+#include "tableau.h"
+
+namespace neuralode {
+
+// Rows y(t0 + thetas[m] h), m = 0 .. M-1, of one step from y0 to y1 with stages ks
+// and f1 = f(t0 + h, y1): shape (M, *y0.shape). With midpoint weights (has_mid) the
+// quartic through y0, y(1/2), y1 with slopes f0, f1; otherwise the cubic Hermite
+// interpolant through y0, y1 with slopes f0, f1. One matrix product of the
+// (M x terms) weights with the stacked [y0, y1, k_0 .. k_{s-1}, f1]: two ops per step
+// however many observations fall in it, and autograd through them stays in C++.
+at::Tensor interpolate(const Tableau& tab, const std::vector<double>& thetas, double h,
+                       const at::Tensor& y0, const at::Tensor& y1,
+                       const std::vector<at::Tensor>& ks, const at::Tensor& f1);
+
+}  // namespace neuralode

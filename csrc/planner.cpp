@@ -1,0 +1,499 @@
+#define TORCH_ASSERT_ONLY_METHOD_OPERATORS
+#include "planner.h"
+
+#include <ATen/TensorOperators.h>
+#include <ATen/ops/arange.h>
+#include <ATen/ops/cat.h>
+#include <ATen/ops/ceil.h>
+#include <ATen/ops/scalar_tensor.h>
+#include <c10/core/GradMode.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <optional>
+#include <sstream>
+
+#include "stages.h"
+#include "system.h"
+#include "tape.h"
+
+namespace neuralode {
+namespace {
+
+constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
+constexpr double kInf = std::numeric_limits<double>::infinity();
+
+// Formats a double with full precision for error messages.
+std::string num(double x) {
+  std::ostringstream s;
+  s.precision(17);
+  s << x;
+  return s.str();
+}
+
+std::vector<double> host_values(const at::Tensor& t) {
+  at::Tensor h = t.detach().to(at::kDouble).cpu().contiguous();
+  return std::vector<double>(h.data_ptr<double>(), h.data_ptr<double>() + h.numel());
+}
+
+// ---------------------------------------------------------------- fixed grids
+
+// A run of n_steps equal steps h from t0. `exact` lists the observations at the
+// run's end; `interp` those strictly inside a one-step run (uniform grid only).
+struct Segment {
+  at::Tensor t0, h;
+  int64_t n_steps = 0;
+  std::vector<int64_t> exact, interp;
+};
+
+// n_i = ceil(max |t_{i+1} - t_i| / max_step), with the same tensor arithmetic as
+// the reference so that both take the same number of steps.
+std::vector<int64_t> subdivision_counts(const at::Tensor& t, const StepPlan& plan) {
+  const int64_t T = t.size(0);
+  std::vector<int64_t> counts(std::max<int64_t>(T - 1, 0), 1);
+  if (T < 2 || !std::isfinite(plan.step)) return counts;
+  at::Tensor ratio = (t.narrow(0, 1, T - 1) - t.narrow(0, 0, T - 1)).abs().div(plan.step);
+  const std::vector<double> worst = host_values(ratio.reshape({T - 1, -1}).amax(1));
+  int64_t total = 0;
+  for (int64_t i = 0; i < T - 1; ++i) {
+    TORCH_CHECK_VALUE(std::isfinite(worst[i]), "t: interval ", i, " has a non-finite length");
+    counts[i] = static_cast<int64_t>(std::ceil(worst[i]));
+    total += counts[i];
+    TORCH_CHECK_VALUE(total <= plan.max_num_steps, "the fixed-step solve needs more than ",
+                      plan.max_num_steps, " steps (max_step=", plan.step,
+                      "); raise options['max_num_steps'] or max_step");
+  }
+  return counts;
+}
+
+std::vector<Segment> subdivided_segments(const at::Tensor& t, const StepPlan& plan,
+                                         bool backwards) {
+  const int64_t T = t.size(0);
+  const std::vector<int64_t> counts = subdivision_counts(t, plan);
+  std::vector<Segment> segs;
+  segs.reserve(counts.size());
+  for (int64_t i = 0; i + 1 < T; ++i) {
+    const int64_t from = backwards ? T - 1 - i : i;
+    const int64_t to = backwards ? from - 1 : from + 1;
+    const int64_t n = counts[backwards ? to : from];
+    Segment s;
+    s.t0 = t[from];
+    s.h = (t[to] - t[from]).div(std::max<int64_t>(n, 1));
+    s.n_steps = n;
+    s.exact.push_back(to);
+    segs.push_back(std::move(s));
+  }
+  return segs;
+}
+
+// torchdiffeq's grid: t_0 + k * step_size (k = 0 .. ceil(|t_end - t_0| / step)),
+// the last point replaced by t_end. Differentiable w.r.t. t_0 and t_end.
+at::Tensor uniform_grid(const at::Tensor& t, const StepPlan& plan) {
+  const int64_t T = t.size(0);
+  at::Tensor start = t[0], end = t[T - 1];
+  const double direction = (end - start).item<double>() >= 0 ? 1.0 : -1.0;
+  const int64_t niters = at::ceil((end - start).abs().div(plan.step).add(1)).item<int64_t>();
+  TORCH_CHECK_VALUE(niters - 1 <= plan.max_num_steps, "step_size=", plan.step, " needs ",
+                    niters - 1, " steps, more than max_num_steps=", plan.max_num_steps,
+                    "; raise options['max_num_steps'] or step_size");
+  at::Tensor head =
+      at::arange(std::max<int64_t>(niters - 1, 1), t.options()).mul(direction * plan.step) + start;
+  return at::cat({head, end.reshape({1})});
+}
+
+std::vector<Segment> uniform_forward_segments(const at::Tensor& t, const StepPlan& plan) {
+  at::Tensor grid = uniform_grid(t, plan);
+  const std::vector<double> g = host_values(grid), tv = host_values(t);
+  const double dir = g.back() >= g.front() ? 1.0 : -1.0;
+  const int64_t T = t.size(0);
+  std::vector<Segment> segs;
+  int64_t j = 1;
+  for (int64_t k = 0; k + 1 < grid.size(0); ++k) {
+    Segment s;
+    s.t0 = grid[k];
+    s.h = grid[k + 1] - grid[k];
+    s.n_steps = 1;
+    while (j < T && dir * (g[k + 1] - tv[j]) >= 0) {
+      (tv[j] == g[k + 1] ? s.exact : s.interp).push_back(j);
+      ++j;
+    }
+    segs.push_back(std::move(s));
+  }
+  return segs;
+}
+
+// Backwards over the uniform grid with the observation times inserted as knots,
+// so that every jump a += dL/dz(t_i) happens exactly at t_i.
+std::vector<Segment> uniform_backward_segments(const at::Tensor& t, const StepPlan& plan) {
+  const std::vector<double> g = host_values(uniform_grid(t.detach(), plan)), tv = host_values(t);
+  const int64_t T = t.size(0), G = static_cast<int64_t>(g.size());
+  const double dir = tv[T - 1] >= tv[0] ? 1.0 : -1.0;
+  // Knots from t_{T-1} down to t_0: (time, observation index or -1).
+  std::vector<std::pair<double, int64_t>> knots;
+  int64_t j = T - 1, k = G - 1;
+  while (j >= 0 || k >= 0) {
+    if (j >= 0 && (k < 0 || dir * (tv[j] - g[k]) >= 0)) {
+      if (k >= 0 && tv[j] == g[k]) --k;  // a grid point that is an observation
+      knots.emplace_back(tv[j], j);
+      --j;
+    } else {
+      knots.emplace_back(g[k], -1);
+      --k;
+    }
+  }
+  std::vector<Segment> segs;
+  const at::TensorOptions options = t.options().requires_grad(false);
+  for (size_t i = 0; i + 1 < knots.size(); ++i) {
+    Segment s;
+    s.t0 = at::scalar_tensor(knots[i].first, options);
+    s.h = at::scalar_tensor(knots[i + 1].first, options) - s.t0;
+    s.n_steps = 1;
+    if (knots[i + 1].second >= 0) s.exact.push_back(knots[i + 1].second);
+    segs.push_back(std::move(s));
+  }
+  return segs;
+}
+
+class FixedPlanner : public Planner {
+ public:
+  FixedPlanner(const StepPlan& plan, const at::Tensor& t, const at::TensorOptions& z_options,
+               bool backwards, bool time_graph)
+      : z_options_(z_options), time_graph_(time_graph) {
+    std::optional<c10::AutoGradMode> graph;
+    if (time_graph_) graph.emplace(true);
+    if (t.size(0) < 2) return;
+    if (plan.grid == StepPlan::Grid::kSubdivide) {
+      segs_ = subdivided_segments(t, plan, backwards);
+    } else {
+      segs_ = backwards ? uniform_backward_segments(t, plan) : uniform_forward_segments(t, plan);
+    }
+  }
+
+  std::optional<Step> next(System&) override {
+    if (seg_ >= segs_.size()) return std::nullopt;
+    std::optional<c10::AutoGradMode> graph;
+    if (time_graph_) graph.emplace(true);
+    const Segment& s = segs_[seg_];
+    if (k_ == 0) {
+      tk_ = s.t0;
+      dt_ = s.h.to(z_options_.dtype().toScalarType());
+    } else {
+      tk_ = tk_ + s.h;  // accumulated, as the reference does
+    }
+    Step step;
+    // Fixed steps live on tensors only; NaN on the host clock never matches a kept stage.
+    step.tau0 = step.dtau = step.tau_first = step.tau_last = kNaN;
+    step.t0 = tk_;
+    step.h = s.h;
+    step.dt = dt_;
+    if (k_ + 1 == s.n_steps) {
+      step.end_obs = s.exact.empty() ? -1 : s.exact.front();
+      step.inner = s.interp;
+    }
+    return step;
+  }
+
+  bool settle(Step&, double) override {
+    ++accepted_;
+    if (++k_ >= segs_[seg_].n_steps) {
+      k_ = 0;
+      ++seg_;
+    }
+    return true;
+  }
+
+ private:
+  at::TensorOptions z_options_;
+  bool time_graph_;
+  std::vector<Segment> segs_;
+  size_t seg_ = 0;
+  int64_t k_ = 0;
+  at::Tensor tk_, dt_;
+};
+
+// ---------------------------------------------------------------- adaptive control
+
+// The next step size from the RMS error ratio of the last try (torchdiffeq's rule
+// for the I controller: an accepted step never shrinks the next one).
+class Controller {
+ public:
+  Controller(const StepPlan& p, int order) : p_(p), order_(order) {}
+
+  double next(double h_abs, double ratio, bool accepted) {
+    if (!std::isfinite(ratio)) return h_abs * p_.dfactor;
+    if (ratio == 0.0) return h_abs * p_.ifactor;
+    double factor = p_.safety * std::pow(ratio, -(p_.pi ? p_.beta1 : 1.0) / order_);
+    if (p_.pi && accepted) factor *= std::pow(previous_, p_.beta2 / order_);
+    factor = std::min(p_.ifactor, std::max(factor, accepted ? 1.0 : p_.dfactor));
+    if (accepted) previous_ = std::max(ratio, 1e-4);
+    return h_abs * factor;
+  }
+
+ private:
+  const StepPlan& p_;
+  int order_;
+  double previous_ = 1.0;
+};
+
+// sqrt(mean((x / scale)^2)): Hairer's RMS norm.
+double rms(const at::Tensor& x, const at::Tensor& scale) {
+  return (x / scale).pow(2).mean().sqrt().item<double>();
+}
+
+// Whether a step of h_abs from tau should end at `stop`: when it reaches it, or
+// would leave less than 1% of a step before it (stretching the step by at most 1%
+// beats a sliver step; the error estimate is of the step actually taken).
+bool reaches(double tau, double stop, double h_abs) { return std::abs(stop - tau) <= 1.01 * h_abs; }
+
+class AdaptivePlanner : public Planner {
+ public:
+  AdaptivePlanner(const StepPlan& plan, const Clock& clock, Dynamics& f, bool backwards)
+      : plan_(plan), clock_(clock), f_(f), backwards_(backwards),
+        controller_(plan, plan.tableau->order) {
+    const int64_t T = clock.size();
+    tau_ = clock.at(backwards ? T - 1 : 0);
+    const double span = clock.at(T - 1) - clock.at(0);
+    direction_ = (span >= 0 ? 1.0 : -1.0) * (backwards ? -1.0 : 1.0);
+    if (backwards) {
+      for (int64_t j = T - 2; j >= 0; --j) stops_.push_back({clock.at(j), j});
+    } else {
+      // Per-sample times stop at every observation (d changes there); 1-D times serve
+      // observations between steps from the dense output.
+      for (int64_t j = 1; j < T; ++j) (clock.per_sample() ? stops_ : dense_).push_back({clock.at(j), j});
+    }
+    knots_ = plan.step_t;
+    std::sort(knots_.begin(), knots_.end(),
+              [d = direction_](double x, double y) { return d * x < d * y; });
+  }
+
+  std::optional<Step> next(System& system) override {
+    if (stop_i_ == stops_.size() && dense_i_ == dense_.size()) return std::nullopt;
+    if (std::isnan(h_abs_)) h_abs_ = plan_.first_step > 0 ? plan_.first_step : first_step(system);
+    const double h = std::min(h_abs_, plan_.max_step);
+    while (knot_i_ < knots_.size() && direction_ * (knots_[knot_i_] - tau_) <= 0) ++knot_i_;
+    double boundary = direction_ * kInf;
+    bool is_stop = false, is_knot = false;
+    if (stop_i_ < stops_.size()) {
+      boundary = stops_[stop_i_].tau;
+      is_stop = true;
+    }
+    if (knot_i_ < knots_.size() && direction_ * (knots_[knot_i_] - boundary) <= 0) {
+      is_stop = is_stop && knots_[knot_i_] == boundary;
+      boundary = knots_[knot_i_];
+      is_knot = true;
+    }
+    const bool hits = reaches(tau_, boundary, h);
+    h_try_ = hits ? std::abs(boundary - tau_) : h;
+    check_step(h_try_);
+    hits_stop_ = hits && is_stop;
+    on_knot_ = hits && is_knot;
+    end_ = hits ? boundary : tau_ + direction_ * h_try_;
+
+    Step step;
+    step.tau0 = tau_;
+    step.dtau = direction_ * h_try_;
+    // Next to a knot the stages sample f on the step's own side of it.
+    step.tau_first = after_knot_ ? std::nextafter(tau_, end_) : tau_;
+    step.tau_last = on_knot_ ? std::nextafter(end_, tau_) : end_;
+    clock_.place(step, interval());
+    return step;
+  }
+
+  bool settle(Step& step, double ratio) override {
+    if (std::isnan(ratio)) {
+      TORCH_CHECK_VALUE(false, backwards_ ? "the adjoint solve" : "the solution",
+                        " became NaN or Inf in the step from ", clock_.where(tau_), " with dt=",
+                        num(step.dtau), ": func(t, y) produced non-finite values");
+    }
+    const bool accepted = ratio <= 1.0;
+    h_abs_ = controller_.next(h_try_, ratio, accepted);
+    if (!accepted) {
+      ++rejected_;
+      return false;
+    }
+    ++accepted_;
+    const int64_t from = interval();
+    if (hits_stop_) step.end_obs = stops_[stop_i_++].obs;
+    for (; dense_i_ < dense_.size() && direction_ * (dense_[dense_i_].tau - end_) <= 0; ++dense_i_) {
+      (dense_[dense_i_].tau == end_ ? step.end_obs : step.inner.emplace_back()) = dense_[dense_i_].obs;
+    }
+    after_knot_ = on_knot_;
+    tau_ = end_;
+    if (clock_.per_sample() && stop_i_ < stops_.size()) {
+      // A new interval: keep the step's size in time, not in s.
+      const double before = clock_.rate_max(from), after = clock_.rate_max(interval());
+      if (before > 0 && after > 0) h_abs_ *= before / after;
+    }
+    return true;
+  }
+
+ private:
+  struct Mark {
+    double tau;
+    int64_t obs;
+  };
+
+  // The per-sample interval a step from tau_ in the walk's direction lies in.
+  int64_t interval() const {
+    if (!clock_.per_sample()) return 0;
+    const double i = direction_ > 0 ? std::floor(tau_) : std::ceil(tau_) - 1;
+    return std::clamp<int64_t>(static_cast<int64_t>(i), 0, clock_.size() - 2);
+  }
+
+  void check_step(double h_abs) const {
+    TORCH_CHECK_VALUE(accepted_ + rejected_ < plan_.max_num_steps,
+                      "max_num_steps=", plan_.max_num_steps, " exceeded at ", clock_.where(tau_),
+                      " (dt=", num(h_abs), "); raise options['max_num_steps'] or loosen rtol/atol");
+    TORCH_CHECK_VALUE(h_abs >= plan_.min_step && tau_ + direction_ * h_abs != tau_,
+                      "step size underflow at ", clock_.where(tau_), ": dt=", num(h_abs),
+                      plan_.min_step > 0 ? " is below min_step=" + num(plan_.min_step)
+                                         : " is below the time resolution",
+                      "; the problem may be stiff or f non-smooth there: loosen rtol/atol or use "
+                      "a fixed-step method");
+  }
+
+  // Hairer's initial step (Hairer, Norsett & Wanner, "Solving ODEs I", II.4), as
+  // torchdiffeq chooses it, on the planner's clock: f at the start (the system's
+  // stage 0) and one more evaluation.
+  double first_step(System& system) {
+    Step probe;
+    probe.tau0 = probe.tau_first = probe.tau_last = tau_;
+    probe.dtau = direction_;  // a unit step: the adjoint's stage 0 scales with it
+    const int64_t i = interval();
+    clock_.place(probe, i);
+    auto [z_state, f_state] = system.start(probe);
+    const at::Tensor z = z_state.detach();
+    at::Tensor rate;
+    if (clock_.per_sample()) rate = rows_view(clock_.rate(i), z.dim());
+    auto on_clock = [&](at::Tensor d) { return rate.defined() ? d * rate : d; };
+    const at::Tensor f0 = on_clock(f_state.detach());
+    const at::Tensor scale = plan_.atol + z.abs() * plan_.rtol;
+    const double d0 = rms(z, scale), d1 = rms(f0, scale);
+    const double h0 = (d0 < 1e-5 || d1 < 1e-5) ? 1e-6 : 0.01 * d0 / d1;
+    const at::Tensor f1 = on_clock(f_(clock_.time(tau_ + direction_ * h0, i), z + f0 * (direction_ * h0)));
+    const double d2 = rms(f1 - f0, scale) / h0;
+    const double dmax = std::max(d1, d2);
+    const double h1 = dmax <= 1e-15 ? std::max(1e-6, h0 * 1e-3)
+                                    : std::pow(0.01 / dmax, 1.0 / (plan_.tableau->order + 1));
+    return std::min(100 * h0, h1);
+  }
+
+  const StepPlan& plan_;
+  const Clock& clock_;
+  Dynamics& f_;
+  bool backwards_;
+  Controller controller_;
+  double direction_ = 1.0, tau_ = 0.0, h_abs_ = kNaN;
+  std::vector<Mark> stops_, dense_;
+  size_t stop_i_ = 0, dense_i_ = 0;
+  std::vector<double> knots_;
+  size_t knot_i_ = 0;
+  bool after_knot_ = false;
+  // The step being tried.
+  double h_try_ = 0.0, end_ = 0.0;
+  bool hits_stop_ = false, on_knot_ = false;
+};
+
+// ---------------------------------------------------------------- replay
+
+class ReplayPlanner : public Planner {
+ public:
+  explicit ReplayPlanner(const Tape& tape)
+      : tape_(tape), k_(static_cast<int64_t>(tape.steps.size()) - 1) {}
+
+  std::optional<Step> next(System&) override {
+    if (k_ < 0) return std::nullopt;
+    Step step = tape_.steps[k_].step;
+    // Walking backwards, the step ends where the recorded one started: on the
+    // observation the previous recorded step ended on (y0 = observation 0 first).
+    step.end_obs = k_ > 0 ? tape_.steps[k_ - 1].step.end_obs : 0;
+    step.inner.clear();
+    step.tape_index = k_;
+    return step;
+  }
+
+  bool settle(Step&, double) override {
+    ++accepted_;
+    --k_;
+    return true;
+  }
+
+ private:
+  const Tape& tape_;
+  int64_t k_;
+};
+
+}  // namespace
+
+// ---------------------------------------------------------------- clock
+
+Clock::Clock(const at::Tensor& t, const at::TensorOptions& z_options, bool time_graph)
+    : per_sample_(t.dim() == 3),
+      time_graph_(time_graph),
+      t_(t),
+      t_options_(t.options().requires_grad(false)),
+      z_options_(z_options.requires_grad(false)) {
+  const int64_t T = t.size(0);
+  if (!per_sample_) {
+    host_ = host_values(t);
+    return;
+  }
+  host_.assign(T, 0.0);  // the observations sit at s = 0 .. T-1
+  if (T < 2) return;
+  std::optional<c10::AutoGradMode> graph;
+  if (time_graph_) graph.emplace(true);
+  d_ = t.narrow(0, 1, T - 1) - t.narrow(0, 0, T - 1);
+  rate_max_ = host_values(d_.detach().abs().reshape({T - 1, -1}).amax(1));
+}
+
+at::Tensor Clock::time(double tau, int64_t i) const {
+  if (!per_sample_) return at::scalar_tensor(tau, t_options_);
+  std::optional<c10::AutoGradMode> graph;
+  if (time_graph_) graph.emplace(true);
+  return t_[i] + d_[i] * (tau - static_cast<double>(i));
+}
+
+void Clock::place(Step& step, int64_t i) const {
+  if (!per_sample_) {
+    step.host_times = true;
+    step.dt = at::scalar_tensor(step.dtau, z_options_);
+    return;
+  }
+  step.host_times = false;
+  std::optional<c10::AutoGradMode> graph;
+  if (time_graph_) graph.emplace(true);
+  step.t0 = time(step.tau0, i);
+  step.h = d_[i] * step.dtau;
+  step.dt = step.h.to(z_options_.dtype().toScalarType());
+}
+
+at::Tensor Clock::rate(int64_t i) const {
+  return d_[i].to(z_options_.dtype().toScalarType());
+}
+
+std::string Clock::where(double tau) const {
+  if (!per_sample_) return "t=" + num(tau);
+  const int64_t i = std::clamp<int64_t>(static_cast<int64_t>(std::floor(tau)), 0, size() - 2);
+  return "s=" + num(tau) + " (normalized time between observations " + std::to_string(i) +
+         " and " + std::to_string(i + 1) + ")";
+}
+
+// ---------------------------------------------------------------- factories
+
+std::unique_ptr<Planner> fixed_planner(const StepPlan& plan, const at::Tensor& t,
+                                       const at::TensorOptions& z_options, bool backwards,
+                                       bool time_graph) {
+  return std::make_unique<FixedPlanner>(plan, t, z_options, backwards, time_graph);
+}
+
+std::unique_ptr<Planner> adaptive_planner(const StepPlan& plan, const Clock& clock, Dynamics& f,
+                                          bool backwards) {
+  return std::make_unique<AdaptivePlanner>(plan, clock, f, backwards);
+}
+
+std::unique_ptr<Planner> replay_planner(const Tape& tape) {
+  return std::make_unique<ReplayPlanner>(tape);
+}
+
+}  // namespace neuralode

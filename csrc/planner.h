@@ -1,0 +1,98 @@
+// Planners: where the steps of a solve go. A planner hands out steps, takes back
+// each step's error ratio and says whether it is accepted; it knows which
+// observations a step serves. Three kinds:
+//   FixedPlanner     a fixed grid (one step per interval, max_step subdivision, or
+//                    a uniform step_size grid), forwards or backwards; times are
+//                    tensors computed from t, so they may carry a graph to it;
+//   AdaptivePlanner  error control (I/PI controller, Hairer's first step, min/max
+//                    step, knots), on the host clock of a Clock;
+//   ReplayPlanner    the recorded steps of a forward solve, last first.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "dynamics.h"
+#include "spec.h"
+#include "step.h"
+
+namespace neuralode {
+
+class System;
+struct Tape;
+
+class Planner {
+ public:
+  virtual ~Planner() = default;
+  // The next step to try, or nullopt when the solve is done. `system` answers the
+  // first-step heuristic's question (the state and f at the start).
+  virtual std::optional<Step> next(System& system) = 0;
+  // Takes back the error ratio of the step just tried (0 when the method has no
+  // estimate); returns whether it is accepted and, if so, fills in the
+  // observations it serves.
+  virtual bool settle(Step& step, double ratio) = 0;
+  int64_t accepted() const { return accepted_; }
+  int64_t rejected() const { return rejected_; }
+
+ protected:
+  int64_t accepted_ = 0, rejected_ = 0;
+};
+
+// The planner's clock. With 1-D times it is the time itself. With per-sample times
+// (T, batch, 1) it is a normalized time s in [0, T-1]: on interval i (s in
+// [i, i+1]) sample b is at t_b(s) = t[i,b] + (s - i) d[i,b], d = t[i+1] - t[i], so
+// a step ds is the per-sample step h_b = ds * d[i,b]: one clock and one error
+// control for a batch whose times differ.
+class Clock {
+ public:
+  // With `time_graph` the tensor times are computed with autograd on (t is then a
+  // leaf requiring grad: the checkpoint replay differentiates through them).
+  Clock(const at::Tensor& t, const at::TensorOptions& z_options, bool time_graph = false);
+
+  bool per_sample() const { return per_sample_; }
+  int64_t size() const { return static_cast<int64_t>(host_.size()); }
+  // Observation i on the clock.
+  double at(int64_t i) const { return per_sample_ ? static_cast<double>(i) : host_[i]; }
+  // The time f receives at tau on interval i (1-D: a 0-d tensor; per-sample: (batch, 1)).
+  at::Tensor time(double tau, int64_t interval) const;
+  // Sets step.t0, h and dt from its host clock (tau0, dtau) on interval i.
+  void place(Step& step, int64_t interval) const;
+  // dt for a step dtau on interval i (per-sample: (batch, 1)).
+  at::Tensor rate(int64_t interval) const;
+  // The largest |d| on interval i (1 for 1-D times).
+  double rate_max(int64_t interval) const { return per_sample_ ? rate_max_[interval] : 1.0; }
+  // "t=..." or "s=... (between t[i] and t[i+1])", for error messages.
+  std::string where(double tau) const;
+  const at::TensorOptions& t_options() const { return t_options_; }
+
+ private:
+  bool per_sample_, time_graph_;
+  at::Tensor t_, d_;
+  std::vector<double> host_, rate_max_;
+  at::TensorOptions t_options_, z_options_;
+};
+
+// A fixed-step plan over t, forwards (t_0 -> t_{T-1}) or backwards. With
+// `time_graph` the step times are computed with autograd on (t then requires grad:
+// the checkpoint replay differentiates through them).
+std::unique_ptr<Planner> fixed_planner(const StepPlan& plan, const at::Tensor& t,
+                                       const at::TensorOptions& z_options, bool backwards,
+                                       bool time_graph);
+
+// An adaptive plan on `clock`. Forwards, observations between steps are served by
+// dense output (1-D times) or are stops (per-sample times); backwards, every
+// observation is a stop (the adjoint's jumps).
+std::unique_ptr<Planner> adaptive_planner(const StepPlan& plan, const Clock& clock, Dynamics& f,
+                                          bool backwards);
+
+// The recorded steps of `tape`, last first; each ends on the observation where
+// the recorded step started.
+std::unique_ptr<Planner> replay_planner(const Tape& tape);
+
+}  // namespace neuralode

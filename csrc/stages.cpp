@@ -1,0 +1,99 @@
+#define TORCH_ASSERT_ONLY_METHOD_OPERATORS
+#include "stages.h"
+
+#include <ATen/TensorOperators.h>
+#include <ATen/core/LegacyTypeDispatch.h>
+#include <ATen/ops/scalar_tensor.h>
+
+#include <algorithm>
+#include <optional>
+
+#include "stage_combine.h"
+
+namespace neuralode {
+
+at::Tensor rows_view(const at::Tensor& h, int64_t dim) {
+  if (h.dim() == 0) return h;
+  std::vector<c10::SymInt> shape(std::max<int64_t>(dim, 1), c10::SymInt(1));
+  shape[0] = h.sym_numel();
+  return h.reshape_symint(shape);
+}
+
+at::Tensor stage_time(const Step& step, double c, const at::TensorOptions& t_options) {
+  if (step.host_times) {
+    const double tau = c == 0.0 ? step.tau_first
+                       : c == 1.0 ? step.tau_last
+                                  : step.tau0 + c * step.dtau;
+    return at::scalar_tensor(tau, t_options);
+  }
+  return c == 0.0 ? step.t0 : step.t0 + step.h * c;
+}
+
+StageLoop::StageLoop(const Tableau& tab, bool differentiable)
+    : tab_(tab), differentiable_(differentiable), a_(tab.stages) {
+  for (int i = 0; i < tab.stages; ++i) {
+    for (int j = 0; j < i; ++j) a_[i].push_back(tab.coupling(i, j));
+    b_.push_back(tab.b[i]);
+    e_.push_back(tab.e[i]);
+  }
+}
+
+namespace {
+
+// The coefficients c_j w_j of the stages that take part (c_j != 0), with their k.
+struct Terms {
+  std::vector<at::Tensor> ks;
+  std::vector<double> coeffs;
+};
+
+Terms terms(const StagePart& part, const std::vector<at::Tensor>& k, const std::vector<double>& c,
+            const std::vector<double>& factor) {
+  Terms r;
+  const size_t n = std::min(k.size(), c.size());
+  for (size_t j = 0; j < n; ++j) {
+    if (c[j] == 0.0) continue;
+    double w = part.negated ? -c[j] : c[j];
+    if (part.prescaled) w *= factor[j];
+    r.ks.push_back(k[j]);
+    r.coeffs.push_back(w);
+  }
+  return r;
+}
+
+std::optional<at::Tensor> weight(const StagePart& part, const at::Tensor& dt) {
+  if (part.prescaled || !dt.defined()) return std::nullopt;
+  return dt;
+}
+
+}  // namespace
+
+at::Tensor StageLoop::combine(const StagePart& part, const std::vector<at::Tensor>& k,
+                              const std::vector<double>& c, const std::vector<double>& factor,
+                              const at::Tensor& dt) const {
+  Terms t = terms(part, k, c, factor);
+  if (t.ks.empty()) return part.x;
+  // Below autograd when nothing is differentiated: the autograd kernel of the op
+  // costs a few microseconds per call in the hot loop.
+  if (differentiable_) return stage_combine(part.x, t.ks, t.coeffs, weight(part, dt));
+  at::AutoDispatchBelowADInplaceOrView below_autograd;
+  return stage_combine(part.x, t.ks, t.coeffs, weight(part, dt));
+}
+
+std::pair<at::Tensor, at::Tensor> StageLoop::finish(const Step& step, const StagePart& part,
+                                                    const std::vector<at::Tensor>& k,
+                                                    const std::vector<double>& factor,
+                                                    const at::Tensor& rtol,
+                                                    const at::Tensor& atol) const {
+  if (!tab_.adaptive) return {combine(part, k, b_, factor, step.dt), at::Tensor()};
+  // Every weight is passed (the kernel reads each k once for both sums).
+  std::vector<double> b(b_.size()), e(e_.size());
+  for (size_t j = 0; j < b.size(); ++j) {
+    const double w = (part.negated ? -1.0 : 1.0) * (part.prescaled ? factor[j] : 1.0);
+    b[j] = b_[j] * w;
+    e[j] = e_[j] * w;
+  }
+  auto [x1, sq] = rk_solution_error(part.x, k, b, e, weight(part, step.dt), rtol, atol);
+  return {x1, sq};
+}
+
+}  // namespace neuralode

@@ -1,0 +1,88 @@
+// The one Runge-Kutta stage loop. Every solve (forward, continuous adjoint,
+// checkpoint replay) steps a state made of one or more parts through it:
+//
+//     x_p,i = x_p + sum_{j<i} a_ij w_pj k_pj,     k_i = eval(t + c_i h, x_i)
+//     x_p,1 = x_p + sum_j b_j w_pj k_pj,          err_p = sum_j e_j w_pj k_pj
+//
+// with w_pj = dt for a plain part (k is a time derivative) and w_pj = factor_j
+// for a pre-scaled part (k already holds dt, e.g. the adjoint's products with
+// the cotangent dt * a; factor_j rescales a stage carried over from a step of
+// another size). A negated part combines -k (the adjoint's da/dt = -a df/dz).
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <utility>
+#include <vector>
+
+#include "step.h"
+#include "tableau.h"
+
+namespace neuralode {
+
+// A step size (0-d or one value per row) viewed to broadcast over a state of
+// `dim` dimensions: (rows, 1, ..., 1). Symbolic sizes, so torch.compile can trace it.
+at::Tensor rows_view(const at::Tensor& h, int64_t dim);
+
+struct StagePart {
+  at::Tensor x;
+  bool negated = false;
+  bool prescaled = false;
+};
+
+// The stage derivatives of one step, per part: k[p][i]; factor[i] as above.
+struct Stages {
+  std::vector<std::vector<at::Tensor>> k;
+  std::vector<double> factor;
+
+  void clear(size_t parts) {
+    k.assign(parts, {});
+    factor.clear();
+  }
+};
+
+class StageLoop {
+ public:
+  StageLoop(const Tableau& tab, bool differentiable);
+
+  const Tableau& tableau() const { return tab_; }
+
+  // Fills stages 1 .. s-1 (stage 0 must be in `st`). `eval(i, time, inputs)`
+  // returns stage i's derivative of every part.
+  template <typename Eval>
+  void run(const Step& step, const at::TensorOptions& t_options,
+           const std::vector<StagePart>& parts, Stages& st, Eval&& eval) const {
+    std::vector<at::Tensor> inputs(parts.size());
+    for (int i = static_cast<int>(st.factor.size()); i < tab_.stages; ++i) {
+      for (size_t p = 0; p < parts.size(); ++p) {
+        inputs[p] = combine(parts[p], st.k[p], a_[i], st.factor, step.dt);
+      }
+      std::vector<at::Tensor> k = eval(i, stage_time(step, tab_.c[i], t_options), inputs);
+      for (size_t p = 0; p < parts.size(); ++p) st.k[p].push_back(std::move(k[p]));
+      st.factor.push_back(1.0);
+    }
+  }
+
+  // x_p + sum_j b_j w_pj k_pj and, for adaptive methods, the sum over elements of
+  // (err / (atol + rtol max(|x|, |x1|)))^2 (a float64 scalar; undefined otherwise).
+  std::pair<at::Tensor, at::Tensor> finish(const Step& step, const StagePart& part,
+                                           const std::vector<at::Tensor>& k,
+                                           const std::vector<double>& factor,
+                                           const at::Tensor& rtol, const at::Tensor& atol) const;
+
+  // x + sum_j c_j w_j k_j for the part's weights w (dt, or the factors).
+  at::Tensor combine(const StagePart& part, const std::vector<at::Tensor>& k,
+                     const std::vector<double>& c, const std::vector<double>& factor,
+                     const at::Tensor& dt) const;
+
+  const std::vector<double>& b() const { return b_; }
+  const std::vector<double>& e() const { return e_; }
+
+ private:
+  const Tableau& tab_;
+  bool differentiable_;
+  std::vector<std::vector<double>> a_;  // row i: a_i0 .. a_i,i-1
+  std::vector<double> b_, e_;
+};
+
+}  // namespace neuralode

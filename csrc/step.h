@@ -1,0 +1,36 @@
+// One step of a solve as the planner hands it to the stepped system: where it
+// starts, how long it is, where its stages sample f, and which observations it
+// serves.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+#include <vector>
+
+namespace neuralode {
+
+struct Step {
+  // The planner's clock (host doubles): the solve's own time for 1-D times, the
+  // normalized time s for per-sample times (see Clock). NaN for fixed steps, whose
+  // times exist only as tensors (they may carry a graph back to t).
+  double tau0 = 0.0, dtau = 0.0;
+  // Where stage 0 and the c = 1 stages sample f: tau0 and tau0 + dtau, except next
+  // to a knot (a time where f may jump), where they sit just inside the step.
+  double tau_first = 0.0, tau_last = 0.0;
+  // Stage times from the host clock (1-D adaptive: one scalar per stage), or from
+  // t0 + c * h (tensors).
+  bool host_times = false;
+
+  at::Tensor t0, h;  // start and size in time: 0-d, or per sample (batch, 1)
+  at::Tensor dt;     // h in the state's dtype (what the stage combinations take)
+
+  int64_t end_obs = -1;         // the observation the step ends on, or -1
+  std::vector<int64_t> inner;   // observations strictly inside, served by interpolation
+  int64_t tape_index = -1;      // replay: which recorded step this is
+};
+
+// The time of a stage with node c (0 <= c <= 1) of `step`, as f receives it.
+at::Tensor stage_time(const Step& step, double c, const at::TensorOptions& t_options);
+
+}  // namespace neuralode

@@ -1,0 +1,300 @@
+#define TORCH_ASSERT_ONLY_METHOD_OPERATORS
+#include "system.h"
+
+#include <ATen/TensorOperators.h>
+#include <ATen/ops/stack.h>
+#include <ATen/ops/zeros_like.h>
+#include <c10/core/GradMode.h>
+#include <torch/csrc/autograd/autograd.h>
+
+#include <algorithm>
+#include <cmath>
+
+#include "dense_output.h"
+
+namespace neuralode {
+namespace {
+
+// The RMS ratio from a sum of squared scaled errors over n elements.
+double rms_ratio(const at::Tensor& sum_sq, int64_t n) {
+  return std::sqrt(sum_sq.item<double>() / static_cast<double>(std::max<int64_t>(n, 1)));
+}
+
+// A tolerance for a parameter's adjoint: the state's when it is one value, else its
+// largest (per-element tolerances are laid out like the state, not like theta).
+at::Tensor param_tol(const at::Tensor& tol, const at::Tensor& like) {
+  return (tol.numel() == 1 ? tol.reshape({}) : tol.amax()).to(like.scalar_type());
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------- forward
+
+ForwardSystem::ForwardSystem(Dynamics& f, const StepPlan& plan, const at::Tensor& y0,
+                             const at::TensorOptions& t_options, bool differentiable)
+    : f_(f), plan_(plan), loop_(*plan.tableau, differentiable), t_options_(t_options), z_(y0) {}
+
+std::pair<at::Tensor, at::Tensor> ForwardSystem::start(const Step& step) {
+  // A kept stage 0 serves while the step starts where it was sampled (fixed steps
+  // carry NaN there, which matches nothing).
+  if (!k0_.defined() || !(k0_tau_ == step.tau_first)) {
+    k0_ = f_(stage_time(step, 0.0, t_options_), z_);
+    k0_tau_ = step.tau_first;
+  }
+  return {z_, k0_};
+}
+
+double ForwardSystem::attempt(const Step& step) {
+  start(step);
+  f1_ = at::Tensor();
+  st_.clear(1);
+  st_.k[0].push_back(k0_);
+  st_.factor.push_back(1.0);
+  const std::vector<StagePart> parts{{z_, false, false}};
+  loop_.run(step, t_options_, parts, st_,
+            [&](int, const at::Tensor& time, const std::vector<at::Tensor>& x) {
+              return std::vector<at::Tensor>{f_(time, x[0])};
+            });
+  auto [z1, sum_sq] = loop_.finish(step, parts[0], st_.k[0], st_.factor, plan_.rtol, plan_.atol);
+  z1_ = std::move(z1);
+  return sum_sq.defined() ? rms_ratio(sum_sq, z_.numel()) : 0.0;
+}
+
+at::Tensor ForwardSystem::f_end(const Step& step) {
+  if (tableau().fsal) return st_.k[0].back();
+  if (!f1_.defined()) f1_ = f_(stage_time(step, 1.0, t_options_), z1_);
+  return f1_;
+}
+
+void ForwardSystem::commit(const Step& step) {
+  z_ = z1_;
+  at::Tensor last = tableau().fsal ? st_.k[0].back() : f1_;
+  k0_ = last;  // f at the step's end (FSAL, or evaluated for the dense output), if any
+  k0_tau_ = step.tau_last;
+}
+
+// ---------------------------------------------------------------- continuous adjoint
+
+AdjointSystem::AdjointSystem(Dynamics& f, const StepPlan& plan, const at::Tensor& z,
+                             const at::Tensor& t_row, const at::TensorOptions& t_options,
+                             bool seminorm, bool need_t)
+    : f_(f),
+      plan_(plan),
+      loop_(*plan.tableau, /*differentiable=*/false),
+      t_options_(t_options),
+      seminorm_(seminorm),
+      need_t_(need_t),
+      z_(z),
+      a_(at::zeros_like(z)),
+      a_t_(at::zeros_like(t_row)) {
+  for (const at::Tensor& p : f.params()) a_params_.push_back(at::zeros_like(p));
+}
+
+void AdjointSystem::first_stage(const Step& step) {
+  if (k0_valid_ && k0_tau_ == step.tau_first) return;
+  const at::Tensor cotangent = a_ * rows_view(step.dt, a_.dim());
+  VectorJacobianProducts v = f_.vjp(stage_time(step, 0.0, t_options_), z_, cotangent, need_t_);
+  k0_f_ = v.f;
+  k0_wz_ = v.wz.defined() ? v.wz : at::zeros_like(a_);
+  k0_side_ = {v.wt, std::move(v.wp)};
+  k0_tau_ = step.tau_first;
+  k0_dtau_ = step.dtau;
+  k0_valid_ = true;
+}
+
+std::pair<at::Tensor, at::Tensor> AdjointSystem::start(const Step& step) {
+  first_stage(step);
+  return {z_, k0_f_};
+}
+
+double AdjointSystem::attempt(const Step& step) {
+  first_stage(step);
+  // The kept stage 0 holds the cotangent of a step of k0_dtau_: products with dt * a
+  // are linear in dt, so it serves a step of another size rescaled.
+  const double factor = std::isnan(step.dtau) ? 1.0 : step.dtau / k0_dtau_;
+  st_.clear(2);
+  st_.k[0].push_back(k0_f_);
+  st_.k[1].push_back(k0_wz_);
+  st_.factor.push_back(factor);
+  side_.assign(1, k0_side_);
+  // dz/dt = f, da/dt = -a df/dz: a's stages hold (dt a_i) df/dz, already times dt.
+  const std::vector<StagePart> parts{{z_, false, false}, {a_, true, true}};
+  loop_.run(step, t_options_, parts, st_,
+            [&](int, const at::Tensor& time, const std::vector<at::Tensor>& x) {
+              const at::Tensor cotangent = x[1] * rows_view(step.dt, x[1].dim());
+              VectorJacobianProducts v = f_.vjp(time, x[0], cotangent, need_t_);
+              side_.push_back({v.wt, std::move(v.wp)});
+              return std::vector<at::Tensor>{v.f, v.wz.defined() ? v.wz : at::zeros_like(x[1])};
+            });
+  auto [z1, sq_z] = loop_.finish(step, parts[0], st_.k[0], st_.factor, plan_.rtol, plan_.atol);
+  auto [a1, sq_a] = loop_.finish(step, parts[1], st_.k[1], st_.factor, plan_.rtol, plan_.atol);
+  z1_ = std::move(z1);
+  a1_ = std::move(a1);
+  d_params_.clear();
+  if (!sq_z.defined()) return 0.0;  // fixed step: no estimate
+
+  // A mixed norm, as torchdiffeq's: the largest of the RMS ratios of z, of a and (full
+  // norm) of each parameter's adjoint, so that no part dilutes another.
+  std::vector<at::Tensor> mean_sq{sq_z / static_cast<double>(std::max<int64_t>(z_.numel(), 1)),
+                                  sq_a / static_cast<double>(std::max<int64_t>(a_.numel(), 1))};
+  if (!seminorm_) {
+    // dL/dtheta's update and error estimate, outside the state:
+    // d = -sum_j b_j w_j (dt a_j . df/dtheta), err = -sum_j e_j w_j (...).
+    const std::vector<double>& b = loop_.b();
+    const std::vector<double>& e = loop_.e();
+    for (size_t p = 0; p < a_params_.size(); ++p) {
+      at::Tensor upd = at::zeros_like(a_params_[p]), err = at::zeros_like(a_params_[p]);
+      for (size_t j = 0; j < side_.size(); ++j) {
+        const at::Tensor& w = side_[j].wp[p];
+        if (!w.defined()) continue;
+        if (b[j] != 0.0) upd.add_(w, -b[j] * st_.factor[j]);
+        if (e[j] != 0.0) err.add_(w, -e[j] * st_.factor[j]);
+      }
+      if (err.numel() > 0) {
+        const at::Tensor scale = param_tol(plan_.atol, err) +
+                                 param_tol(plan_.rtol, err) * a_params_[p].abs().maximum((a_params_[p] + upd).abs());
+        mean_sq.push_back((err / scale).pow(2).mean().to(at::kDouble));
+      }
+      d_params_.push_back(std::move(upd));
+    }
+  }
+  return std::sqrt(at::stack(mean_sq).max().item<double>());
+}
+
+void AdjointSystem::commit(const Step& step) {
+  const std::vector<double>& b = loop_.b();
+  if (!d_params_.empty()) {
+    for (size_t p = 0; p < a_params_.size(); ++p) a_params_[p].add_(d_params_[p]);
+  } else {
+    for (size_t j = 0; j < side_.size(); ++j) {
+      if (b[j] == 0.0) continue;
+      for (size_t p = 0; p < a_params_.size(); ++p) {
+        if (side_[j].wp[p].defined()) a_params_[p].sub_(side_[j].wp[p], b[j] * st_.factor[j]);
+      }
+    }
+  }
+  if (need_t_) {
+    for (size_t j = 0; j < side_.size(); ++j) {
+      if (side_[j].wt.defined() && b[j] != 0.0) a_t_.sub_(side_[j].wt, b[j] * st_.factor[j]);
+    }
+  }
+  z_ = z1_;
+  a_ = a1_;
+  k0_valid_ = loop_.tableau().fsal;
+  if (k0_valid_) {
+    k0_f_ = st_.k[0].back();
+    k0_wz_ = st_.k[1].back();
+    k0_side_ = side_.back();
+    k0_tau_ = step.tau_last;
+    k0_dtau_ = step.dtau;
+  }
+}
+
+void AdjointSystem::jump(const at::Tensor& z, const at::Tensor& grad_z) {
+  z_ = z;
+  a_ = a_ + grad_z;
+  k0_valid_ = false;
+}
+
+// ---------------------------------------------------------------- checkpoint replay
+
+ReplaySystem::ReplaySystem(Dynamics& f, const Tape& tape, const at::Tensor& grad_ys,
+                           const at::TensorOptions& t_options)
+    : f_(f),
+      tape_(tape),
+      grad_ys_(grad_ys),
+      loop_(*tape.tableau, /*differentiable=*/true),
+      t_options_(t_options),
+      a_(at::zeros_like(grad_ys[0])) {
+  for (const at::Tensor& p : f.params()) a_params_.push_back(at::zeros_like(p));
+}
+
+std::pair<at::Tensor, at::Tensor> ReplaySystem::start(const Step&) {
+  TORCH_CHECK(false, "internal: the replay takes its steps from the tape");
+}
+
+double ReplaySystem::attempt(const Step& walk) {
+  const TapeStep& rec = tape_.steps[walk.tape_index];
+  c10::AutoGradMode enable_grad(true);
+  // The recorded step again, from leaves: its start state and, with a time graph,
+  // its times, which then receive gradients too.
+  Step step = rec.step;
+  const at::Tensor z0 = rec.z0.detach().requires_grad_(true);
+  std::vector<at::Tensor> originals, time_leaves;  // recorded times (graph to t), their leaves
+  auto leaf = [&](at::Tensor& x) {
+    if (!tape_.time_graph || !x.defined() || !x.requires_grad()) return;
+    originals.push_back(x);
+    x = x.detach().requires_grad_(true);
+    time_leaves.push_back(x);
+  };
+  std::vector<at::Tensor> lin_thetas = rec.lin_thetas;
+  leaf(step.t0);
+  leaf(step.h);
+  for (at::Tensor& th : lin_thetas) leaf(th);
+  if (step.h.defined() && step.h.requires_grad()) step.dt = step.h.to(z0.scalar_type());
+
+  Stages st;
+  st.clear(1);
+  st.k[0].push_back(f_(stage_time(step, 0.0, t_options_), z0));
+  st.factor.push_back(1.0);
+  const std::vector<StagePart> parts{{z0, false, false}};
+  loop_.run(step, t_options_, parts, st,
+            [&](int, const at::Tensor& time, const std::vector<at::Tensor>& x) {
+              return std::vector<at::Tensor>{f_(time, x[0])};
+            });
+  const std::vector<at::Tensor>& ks = st.k[0];
+  const at::Tensor y1 = loop_.combine(parts[0], ks, loop_.b(), st.factor, step.dt);
+
+  // Cotangents: dL/dy1 is a (later steps and the observation at the step's end);
+  // observations inside the step get theirs through the interpolation.
+  std::vector<at::Tensor> outputs{y1}, cotangents{a_};
+  if (!rec.step.inner.empty()) {
+    std::vector<at::Tensor> inside;
+    for (int64_t j : rec.step.inner) inside.push_back(grad_ys_[j]);
+    if (loop_.tableau().adaptive) {
+      const at::Tensor f1 = loop_.tableau().fsal ? ks.back() : f_(stage_time(step, 1.0, t_options_), y1);
+      outputs.push_back(interpolate(loop_.tableau(), rec.thetas, step.dtau, z0, y1, ks, f1));
+      cotangents.push_back(at::stack(inside));
+    } else {
+      for (size_t m = 0; m < lin_thetas.size(); ++m) {
+        const at::Tensor theta = rows_view(lin_thetas[m].to(z0.scalar_type()), z0.dim());
+        outputs.push_back(z0 + theta * (y1 - z0));
+        cotangents.push_back(inside[m]);
+      }
+    }
+  }
+  std::vector<at::Tensor> inputs{z0};
+  const std::vector<at::Tensor>& params = f_.params();
+  inputs.insert(inputs.end(), params.begin(), params.end());
+  inputs.insert(inputs.end(), time_leaves.begin(), time_leaves.end());
+  std::vector<at::Tensor> grads = torch::autograd::grad(outputs, inputs, cotangents,
+                                                        /*retain_graph=*/false,
+                                                        /*create_graph=*/false,
+                                                        /*allow_unused=*/true);
+  a_next_ = grads[0].defined() ? grads[0] : at::zeros_like(a_);
+  for (size_t p = 0; p < params.size(); ++p) {
+    if (grads[p + 1].defined()) a_params_[p].add_(grads[p + 1]);
+  }
+  for (size_t m = 0; m < time_leaves.size(); ++m) {
+    const at::Tensor& g = grads[1 + params.size() + m];
+    if (!g.defined()) continue;
+    time_tensors_.push_back(originals[m]);
+    time_grads_.push_back(g);
+  }
+  return 0.0;
+}
+
+void ReplaySystem::commit(const Step&) { a_ = a_next_; }
+
+void ReplaySystem::jump(const at::Tensor& grad_z) { a_ = a_ + grad_z; }
+
+at::Tensor ReplaySystem::grad_t() const {
+  if (time_tensors_.empty()) return at::zeros_like(tape_.t);
+  std::vector<at::Tensor> g = torch::autograd::grad(time_tensors_, {tape_.t}, time_grads_,
+                                                    /*retain_graph=*/false,
+                                                    /*create_graph=*/false,
+                                                    /*allow_unused=*/true);
+  return g[0].defined() ? g[0] : at::zeros_like(tape_.t);
+}
+
+}  // namespace neuralode
