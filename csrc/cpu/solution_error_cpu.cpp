@@ -47,20 +47,43 @@ double solution_error_range(const scalar_t* y0, const scalar_t* const* ks,
         acc_e[i] = math::stage_accumulate(acc_e[i], ce, static_cast<acc_t>(k[i]));
       }
     }
-    for (int64_t i = 0; i < n;) {
-      const int64_t row = o.rows > 1 ? (base + i) / o.inner : 0;
-      const int64_t stop = o.rows > 1 ? std::min(n, (row + 1) * o.inner - base) : n;
-      const acc_t h = dt == nullptr ? acc_t(1) : static_cast<acc_t>(dt[row]);
-      for (; i < stop; ++i) {
-        const int64_t idx = base + i;
-        const scalar_t out = math::stage_finish(y0[idx], h, acc_b[i]);
-        y1[idx] = out;
-        sum += static_cast<double>(math::scaled_error_sq<acc_t>(
-            static_cast<acc_t>(y0[idx]), static_cast<acc_t>(out), h * acc_e[i],
-            static_cast<acc_t>(rtol[o.rtol_each ? idx : 0]),
-            static_cast<acc_t>(atol[o.atol_each ? idx : 0])));
+    // Close the block: y1 and each element's squared scaled error (into acc_e), then
+    // the block's sum in double over four lanes (one serial sum would stall on the adds).
+    if (o.rows <= 1 && !o.rtol_each && !o.atol_each) {
+      // One step size and one tolerance pair: a loop the compiler vectorizes.
+      const acc_t h = dt == nullptr ? acc_t(1) : static_cast<acc_t>(dt[0]);
+      const acc_t rt = static_cast<acc_t>(rtol[0]), at = static_cast<acc_t>(atol[0]);
+      const scalar_t* y0b = y0 + base;
+      scalar_t* y1b = y1 + base;
+      for (int64_t i = 0; i < n; ++i) {
+        const scalar_t out = math::stage_finish(y0b[i], h, acc_b[i]);
+        y1b[i] = out;
+        acc_e[i] = math::scaled_error_sq<acc_t>(static_cast<acc_t>(y0b[i]), static_cast<acc_t>(out),
+                                                h * acc_e[i], rt, at);
+      }
+    } else {
+      for (int64_t i = 0; i < n;) {
+        const int64_t row = o.rows > 1 ? (base + i) / o.inner : 0;
+        const int64_t stop = o.rows > 1 ? std::min(n, (row + 1) * o.inner - base) : n;
+        const acc_t h = dt == nullptr ? acc_t(1) : static_cast<acc_t>(dt[row]);
+        for (; i < stop; ++i) {
+          const int64_t idx = base + i;
+          const scalar_t out = math::stage_finish(y0[idx], h, acc_b[i]);
+          y1[idx] = out;
+          acc_e[i] = math::scaled_error_sq<acc_t>(
+              static_cast<acc_t>(y0[idx]), static_cast<acc_t>(out), h * acc_e[i],
+              static_cast<acc_t>(rtol[o.rtol_each ? idx : 0]),
+              static_cast<acc_t>(atol[o.atol_each ? idx : 0]));
+        }
       }
     }
+    double lanes[4] = {0.0, 0.0, 0.0, 0.0};
+    int64_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+      for (int l = 0; l < 4; ++l) lanes[l] += static_cast<double>(acc_e[i + l]);
+    }
+    for (; i < n; ++i) lanes[0] += static_cast<double>(acc_e[i]);
+    sum += (lanes[0] + lanes[1]) + (lanes[2] + lanes[3]);
   }
   return sum;
 }
