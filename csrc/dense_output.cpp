@@ -1,6 +1,9 @@
 #define TORCH_ASSERT_ONLY_METHOD_OPERATORS
 #include "dense_output.h"
 
+#include "stages.h"
+
+#include <ATen/TensorOperators.h>
 #include <ATen/ops/from_blob.h>
 #include <ATen/ops/stack.h>
 
@@ -57,6 +60,10 @@ at::Tensor interpolate(const Tableau& tab, const std::vector<double>& thetas, do
   std::vector<int64_t> shape{m};
   shape.insert(shape.end(), y0.sizes().begin(), y0.sizes().end());
   return w.matmul(at::stack(terms).reshape({n_terms, -1})).reshape(shape);
+}
+
+at::Tensor interpolate_linear(const at::Tensor& z0, const at::Tensor& z1, const at::Tensor& theta) {
+  return z0 + rows_view(theta.to(z0.scalar_type()), z0.dim()) * (z1 - z0);
 }
 
 }  // namespace neuralode

@@ -1,5 +1,5 @@
-// Dense output of an adaptive step: the state at points inside the step from its
-// stages, without new evaluations of f.
+// Output inside a step: the dense output of an adaptive step (from its stages, without
+// new evaluations of f) and the linear interpolation of a fixed one.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -19,5 +19,9 @@ namespace neuralode {
 at::Tensor interpolate(const Tableau& tab, const std::vector<double>& thetas, double h,
                        const at::Tensor& y0, const at::Tensor& y1,
                        const std::vector<at::Tensor>& ks, const at::Tensor& f1);
+
+// z0 + theta (z1 - z0): the fixed-step methods' output inside a step (torchdiffeq's
+// fixed-grid interpolation); theta is 0-d or one value per row of z0.
+at::Tensor interpolate_linear(const at::Tensor& z0, const at::Tensor& z1, const at::Tensor& theta);
 
 }  // namespace neuralode

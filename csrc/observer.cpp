@@ -10,7 +10,6 @@
 #include <optional>
 
 #include "dense_output.h"
-#include "stages.h"
 
 namespace neuralode {
 
@@ -31,7 +30,7 @@ void OutputObserver::on_step(const Step& step, System& system) {
       chunks_.push_back(interpolate(fs.tableau(), rec.thetas, step.dtau, z0, fs.z1(), fs.stages(),
                                     fs.f_end(step)));
     } else {
-      // Linear interpolation inside a fixed step (torchdiffeq's fixed-grid output).
+      // Linear interpolation inside a fixed step, at theta = (t_j - t0) / h.
       for (int64_t j : step.inner) {
         at::Tensor theta;
         {
@@ -40,8 +39,7 @@ void OutputObserver::on_step(const Step& step, System& system) {
           if (tape_ != nullptr && tape_->time_graph) graph.emplace(true);
           theta = (t_[j] - step.t0) / step.h;
         }
-        const at::Tensor w = rows_view(theta.to(z0.scalar_type()), z0.dim());
-        chunks_.push_back((z0 + w * (fs.z1() - z0)).unsqueeze(0));
+        chunks_.push_back(interpolate_linear(z0, fs.z1(), theta).unsqueeze(0));
         rec.lin_thetas.push_back(std::move(theta));
       }
     }

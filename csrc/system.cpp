@@ -257,8 +257,7 @@ double ReplaySystem::attempt(const Step& walk) {
       cotangents.push_back(at::stack(inside));
     } else {
       for (size_t m = 0; m < lin_thetas.size(); ++m) {
-        const at::Tensor theta = rows_view(lin_thetas[m].to(z0.scalar_type()), z0.dim());
-        outputs.push_back(z0 + theta * (y1 - z0));
+        outputs.push_back(interpolate_linear(z0, y1, lin_thetas[m]));
         cotangents.push_back(inside[m]);
       }
     }
