@@ -315,8 +315,14 @@ class AdaptivePlanner : public Planner {
     ++accepted_;
     const int64_t from = interval();
     if (hits_stop_) step.end_obs = stops_[stop_i_++].obs;
+    // Observations served by this step's dense output: inside it, or exactly at its end.
     for (; dense_i_ < dense_.size() && direction_ * (dense_[dense_i_].tau - end_) <= 0; ++dense_i_) {
-      (dense_[dense_i_].tau == end_ ? step.end_obs : step.inner.emplace_back()) = dense_[dense_i_].obs;
+      const Mark& m = dense_[dense_i_];
+      if (m.tau == end_) {
+        step.end_obs = m.obs;
+      } else {
+        step.inner.push_back(m.obs);
+      }
     }
     after_knot_ = on_knot_;
     tau_ = end_;
