@@ -121,7 +121,9 @@ if build_cuda:
 
 from torch.utils.cpp_extension import BuildExtension, CppExtension, CUDAExtension  # noqa: E402
 
-cxx_flags = ["-O3", "-fopenmp"]
+# -fvisibility=hidden: the module exports only its init function (pybind11's advice; it also
+# keeps the classes it binds from being more visible than pybind11's own types).
+cxx_flags = ["-O3", "-fopenmp", "-fvisibility=hidden"]
 nvcc_flags = ["-O3", "--expt-relaxed-constexpr"]
 common = dict(
     include_dirs=[CSRC],
