@@ -132,9 +132,12 @@ PYBIND11_MODULE(_C, m) {
   m.def(
       "solve",
       torch::wrap_pybind_function([](const SolveSpec& spec, py::object func, const at::Tensor& y0,
-                                     const at::Tensor& t, bool differentiable) {
-        Dynamics f = make_dynamics(std::move(func), {});
-        const bool record = spec.gradient == SolveSpec::Gradient::kCheckpoint;
+                                     const at::Tensor& t, bool differentiable,
+                                     std::vector<at::Tensor> params, bool check_params) {
+        Dynamics f = make_dynamics(std::move(func), std::move(params));
+        f.set_check_captured(check_params);
+        // A differentiable solve needs no tape (the checkpoint's second derivatives).
+        const bool record = spec.gradient == SolveSpec::Gradient::kCheckpoint && !differentiable;
         Solution r;
         {
           py::gil_scoped_release no_gil;
@@ -144,32 +147,35 @@ PYBIND11_MODULE(_C, m) {
         return py::make_tuple(r.ys, stats_dict(r.stats), tape);
       }),
       py::arg("spec"), py::arg("func"), py::arg("y0"), py::arg("t"), py::arg("differentiable"),
+      py::arg("params") = std::vector<at::Tensor>(), py::arg("check_params") = false,
       "Integrates func(t, z) from y0 through the times t; returns (z at each time, stats, tape "
-      "(gradient 'checkpoint') or None).");
+      "(gradient 'checkpoint') or None). With check_params, f's first evaluation is searched "
+      "for tensors that require grad outside params: an error, their gradient would be lost.");
 
   m.def(
       "gradient",
       torch::wrap_pybind_function([](const SolveSpec& spec, py::object func,
                                      std::vector<at::Tensor> params, const at::Tensor& t,
                                      const std::optional<at::Tensor>& ys, const at::Tensor& grad_ys,
-                                     std::shared_ptr<Tape> tape, bool need_t) {
+                                     std::shared_ptr<Tape> tape, bool need_t, bool create_graph) {
         Dynamics f = make_dynamics(std::move(func), std::move(params));
         Gradients g;
         {
           py::gil_scoped_release no_gil;
           if (spec.gradient == SolveSpec::Gradient::kCheckpoint) {
             TORCH_CHECK(tape != nullptr, "gradient 'checkpoint' needs the forward's tape");
+            TORCH_CHECK(!create_graph, "internal: the checkpoint's second derivatives re-solve in Python");
             g = replay_gradients(*tape, f, grad_ys, need_t);
           } else {
             TORCH_CHECK(ys.has_value(), "gradient 'adjoint' needs the forward's outputs");
-            g = adjoint_gradients(spec, f, t, *ys, grad_ys, need_t);
+            g = adjoint_gradients(spec, f, t, *ys, grad_ys, need_t, create_graph);
           }
         }
         py::object grad_t = g.t.defined() ? py::cast(g.t) : py::none();
         return py::make_tuple(g.y0, grad_t, g.params, stats_dict(g.stats));
       }),
       py::arg("spec"), py::arg("func"), py::arg("params"), py::arg("t"), py::arg("ys"),
-      py::arg("grad_ys"), py::arg("tape"), py::arg("need_t"),
+      py::arg("grad_ys"), py::arg("tape"), py::arg("need_t"), py::arg("create_graph") = false,
       "The gradient of a solve (spec.gradient 'adjoint' or 'checkpoint'): returns (dL/dy0, "
       "dL/dt or None, [dL/dtheta], stats).");
 }

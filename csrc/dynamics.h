@@ -46,6 +46,18 @@ class Dynamics {
                              bool need_t);
 
   const std::vector<at::Tensor>& params() const { return params_; }
+
+  // With `create_graph` the products are themselves differentiable (w.r.t. z, w and
+  // the parameters): the backward solve is recorded for second derivatives.
+  void set_create_graph(bool on) { create_graph_ = on; }
+  bool create_graph() const { return create_graph_; }
+  // With `check`, the first evaluation of f records its graph, which is searched for
+  // tensors that require grad but are neither z, t nor a parameter: their gradients
+  // would be lost (adjoint and checkpoint), so that is an error naming the fix.
+  void set_check_captured(bool on) { check_captured_ = on; }
+  // The search itself (once, when set): `out`'s graph, stopping at `known` tensors and
+  // the parameters.
+  void check_captured(const at::Tensor& out, const std::vector<at::Tensor>& known);
   // Number of evaluations of f so far (a VJP counts as one).
   int64_t nfe() const { return nfe_; }
   // Wall-clock seconds spent inside f and its VJPs so far (on CUDA: launching
@@ -55,6 +67,7 @@ class Dynamics {
  private:
   Fn fn_;
   std::vector<at::Tensor> params_;
+  bool create_graph_ = false, check_captured_ = false;
   int64_t nfe_ = 0;
   double f_seconds_ = 0.0;
 };

@@ -3,6 +3,8 @@
 
 #include <optional>
 
+#include "finite.h"
+
 namespace neuralode {
 
 void integrate(Planner& planner, System& system, Observer& observer) {
@@ -27,6 +29,28 @@ std::unique_ptr<Planner> plan_steps(const StepPlan& plan, const at::Tensor& t,
   return fixed_planner(plan, t, z_options, backwards, time_graph);
 }
 
+constexpr const char* kAdjointHint =
+    "the vector-Jacobian products of func(t, y) are not finite there (is f differentiable "
+    "at those states?), or the backward solve is unstable: try smaller steps or tolerances";
+
+// The gradients, checked in one host read (dL/dz is also watched per observation).
+void check_gradients_finite(const Gradients& g) {
+  std::vector<at::Tensor> parts{g.y0};
+  std::vector<std::string> names{"dL/dy0"};
+  if (g.t.defined()) {
+    parts.push_back(g.t);
+    names.push_back("dL/dt");
+  }
+  for (const at::Tensor& p : g.params) {
+    parts.push_back(p);
+    names.push_back("dL/dtheta");
+  }
+  const std::vector<bool> ok = finite_each(parts);
+  for (size_t i = 0; i < ok.size(); ++i) {
+    TORCH_CHECK_VALUE(ok[i], "the gradient ", names[i], " became NaN or Inf: ", kAdjointHint);
+  }
+}
+
 }  // namespace
 
 Solution solve(const SolveSpec& spec, Dynamics& f, const at::Tensor& y0, const at::Tensor& t,
@@ -48,28 +72,37 @@ Solution solve(const SolveSpec& spec, Dynamics& f, const at::Tensor& y0, const a
   if (plan.adaptive()) clock.emplace(t_plan, y0.options(), time_graph);
   std::unique_ptr<Planner> planner =
       plan_steps(plan, t_plan, clock, f, y0.options(), /*backwards=*/false, time_graph);
-  ForwardSystem system(f, plan, y0, t.options().requires_grad(false), differentiable);
+  // The solve's own copy of y0: stage 0 hands the state to f, and the tape keeps it.
+  ForwardSystem system(f, plan, y0.clone(), t.options().requires_grad(false), differentiable);
   OutputObserver observer(t_plan, clock ? &*clock : nullptr, tape.get());
   integrate(*planner, system, observer);
-  return {observer.outputs(), meter.finish(planner->accepted(), planner->rejected()), tape};
+  at::Tensor ys = observer.outputs();
+  // Adaptive steps check every step's error ratio; fixed steps, their outputs once.
+  if (!plan.adaptive()) check_outputs_finite(ys, t);
+  return {ys, meter.finish(planner->accepted(), planner->rejected()), tape};
 }
 
 Gradients adjoint_gradients(const SolveSpec& spec, Dynamics& f, const at::Tensor& t,
-                            const at::Tensor& ys, const at::Tensor& grad_ys, bool need_t) {
+                            const at::Tensor& ys, const at::Tensor& grad_ys, bool need_t,
+                            bool create_graph) {
   const SolveMeter meter(f);
+  f.set_create_graph(create_graph);
   const StepPlan& plan = spec.backward;
   const at::TensorOptions t_options = t.options().requires_grad(false);
   std::optional<Clock> clock;
   if (plan.adaptive()) clock.emplace(t, ys.options());
   std::unique_ptr<Planner> planner =
       plan_steps(plan, t, clock, f, ys.options(), /*backwards=*/true, /*time_graph=*/false);
-  AdjointSystem system(f, plan, ys[t.size(0) - 1], t[0], t_options, spec.seminorm, need_t);
+  AdjointSystem system(f, plan, ys[t.size(0) - 1], t[0], t_options, spec.seminorm, need_t,
+                       create_graph);
   AdjointObserver observer(f, t, ys, grad_ys, need_t);
   integrate(*planner, system, observer);
+  observer.watch().check("the adjoint dL/dz", t, kAdjointHint);
   Gradients g;
   g.y0 = system.a();
   if (need_t) g.t = observer.grad_t(system.a_t());
   g.params = system.a_params();
+  check_gradients_finite(g);
   g.stats = meter.finish(planner->accepted(), planner->rejected());
   return g;
 }
@@ -80,10 +113,12 @@ Gradients replay_gradients(const Tape& tape, Dynamics& f, const at::Tensor& grad
   ReplaySystem system(f, tape, grad_ys, tape.t.options().requires_grad(false));
   ReplayObserver observer(grad_ys, tape.steps.empty() ? 0 : tape.steps.back().step.end_obs);
   integrate(*planner, system, observer);
+  observer.watch().check("the gradient dL/dz", tape.t, kAdjointHint);
   Gradients g;
   g.y0 = system.a();
   if (need_t && tape.time_graph) g.t = system.grad_t();
   g.params = system.a_params();
+  check_gradients_finite(g);
   g.stats = meter.finish(planner->accepted(), planner->rejected());
   return g;
 }

@@ -43,9 +43,12 @@ struct Gradients {
 
 // The continuous adjoint (Chen et al. 2018, Algorithm 1) of a solve through t with
 // outputs ys, for grad_ys = dL/dz(t_i): [z, a] from t_{T-1} back to t_0 in one pass
-// with spec.backward, dL/dtheta and dL/dt accumulated outside the state.
+// with spec.backward, dL/dtheta and dL/dt accumulated outside the state. With
+// `create_graph` the backward solve is recorded: the gradients are differentiable again
+// (the exact second derivative of the adjoint's discretization).
 Gradients adjoint_gradients(const SolveSpec& spec, Dynamics& f, const at::Tensor& t,
-                            const at::Tensor& ys, const at::Tensor& grad_ys, bool need_t);
+                            const at::Tensor& ys, const at::Tensor& grad_ys, bool need_t,
+                            bool create_graph);
 
 // The discrete adjoint of a recorded solve: each step replayed with autograd, last
 // first: the gradient of the discrete solve to round-off.

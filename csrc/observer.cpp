@@ -68,13 +68,14 @@ AdjointObserver::AdjointObserver(Dynamics& f, const at::Tensor& t, const at::Ten
 void AdjointObserver::on_stop(int64_t i, System& system) {
   auto& adj = static_cast<AdjointSystem&>(system);
   adj.jump(ys_[i], grad_ys_[i]);
+  watch_.record(i, adj.a());
   if (!need_t_ || i == 0) return;
   // dL/dz(t_i) . f(t_i, z_i): summed over the state, per sample when times are.
   const at::Tensor t_i = t_[i];
   at::Tensor prod = (grad_ys_[i] * f_(t_i, ys_[i])).to(t_i.scalar_type());
   at::Tensor direct = t_i.dim() == 0 ? prod.sum() : prod.reshape({prod.size(0), -1}).sum(1, true);
   grad_t_[i] = direct;
-  adj.a_t().sub_(direct);
+  adj.add_time(-direct);
 }
 
 at::Tensor AdjointObserver::grad_t(const at::Tensor& a_t) {
@@ -85,7 +86,9 @@ at::Tensor AdjointObserver::grad_t(const at::Tensor& a_t) {
 // ---------------------------------------------------------------- replay jumps
 
 void ReplayObserver::on_stop(int64_t obs, System& system) {
-  static_cast<ReplaySystem&>(system).jump(grad_ys_[obs]);
+  auto& replay = static_cast<ReplaySystem&>(system);
+  replay.jump(grad_ys_[obs]);
+  watch_.record(obs, replay.a());
 }
 
 }  // namespace neuralode

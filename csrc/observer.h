@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "dynamics.h"
+#include "finite.h"
 #include "planner.h"
 #include "step.h"
 #include "system.h"
@@ -58,12 +59,15 @@ class AdjointObserver : public Observer {
   void on_stop(int64_t obs, System& system) override;
   // dL/dt (T, ...) with the running time adjoint as dL/dt_0.
   at::Tensor grad_t(const at::Tensor& a_t);
+  // a after each jump, checked for NaN/Inf at the end (one host read).
+  const FiniteWatch& watch() const { return watch_; }
 
  private:
   Dynamics& f_;
   const at::Tensor &t_, &ys_, &grad_ys_;
   bool need_t_;
   std::vector<at::Tensor> grad_t_;
+  FiniteWatch watch_;
 };
 
 // The replay's observations: a += dL/dz(t_i) where a recorded step ended on t_i.
@@ -75,10 +79,12 @@ class ReplayObserver : public Observer {
     if (last_obs_ >= 0) on_stop(last_obs_, system);
   }
   void on_stop(int64_t obs, System& system) override;
+  const FiniteWatch& watch() const { return watch_; }
 
  private:
   const at::Tensor& grad_ys_;
   int64_t last_obs_;
+  FiniteWatch watch_;
 };
 
 }  // namespace neuralode

@@ -236,9 +236,10 @@ class Controller {
   double previous_ = 1.0;
 };
 
-// sqrt(mean((x / scale)^2)): Hairer's RMS norm.
+// sqrt(mean((x / scale)^2)): Hairer's RMS norm. Elements without a tolerance (scale
+// 0: atol = 0 on a zero component) cannot inform a step size: they count as 0.
 double rms(const at::Tensor& x, const at::Tensor& scale) {
-  return (x / scale).pow(2).mean().sqrt().item<double>();
+  return (x / scale).masked_fill(scale == 0, 0).pow(2).mean().sqrt().item<double>();
 }
 
 // Whether a step of h_abs from tau should end at `stop`: when it reaches it, or
@@ -370,6 +371,8 @@ class AdaptivePlanner : public Planner {
     clock_.place(probe, i);
     auto [z_state, f_state] = system.start(probe);
     const at::Tensor z = z_state.detach();
+    // An empty state has no error: one step over everything.
+    if (z.numel() == 0) return std::abs(clock_.at(clock_.size() - 1) - clock_.at(0));
     at::Tensor rate;
     if (clock_.per_sample()) rate = rows_view(clock_.rate(i), z.dim());
     auto on_clock = [&](at::Tensor d) { return rate.defined() ? d * rate : d; };

@@ -77,10 +77,11 @@ void ForwardSystem::commit(const Step& step) {
 
 AdjointSystem::AdjointSystem(Dynamics& f, const StepPlan& plan, const at::Tensor& z,
                              const at::Tensor& t_row, const at::TensorOptions& t_options,
-                             bool seminorm, bool need_t)
+                             bool seminorm, bool need_t, bool differentiable)
     : f_(f),
       plan_(plan),
-      loop_(*plan.tableau, /*differentiable=*/false),
+      loop_(*plan.tableau, differentiable),
+      differentiable_(differentiable),
       t_options_(t_options),
       seminorm_(seminorm),
       need_t_(need_t),
@@ -147,12 +148,14 @@ double AdjointSystem::attempt(const Step& step) {
       for (size_t j = 0; j < side_.size(); ++j) {
         const at::Tensor& w = side_[j].wp[p];
         if (!w.defined()) continue;
-        if (b[j] != 0.0) upd.add_(w, -b[j] * st_.factor[j]);
-        if (e[j] != 0.0) err.add_(w, -e[j] * st_.factor[j]);
+        if (b[j] != 0.0) accumulate(upd, w, -b[j] * st_.factor[j]);
+        if (e[j] != 0.0) err.add_(w.detach(), -e[j] * st_.factor[j]);
       }
       if (err.numel() > 0) {
+        c10::NoGradGuard control_only;  // the error picks step sizes, it is not differentiated
+        const at::Tensor a_p = a_params_[p].detach(), new_p = a_p + upd.detach();
         const at::Tensor scale = param_tol(plan_.atol, err) +
-                                 param_tol(plan_.rtol, err) * a_params_[p].abs().maximum((a_params_[p] + upd).abs());
+                                 param_tol(plan_.rtol, err) * a_p.abs().maximum(new_p.abs());
         mean_sq.push_back((err / scale).pow(2).mean().to(at::kDouble));
       }
       d_params_.push_back(std::move(upd));
@@ -164,18 +167,18 @@ double AdjointSystem::attempt(const Step& step) {
 void AdjointSystem::commit(const Step& step) {
   const std::vector<double>& b = loop_.b();
   if (!d_params_.empty()) {
-    for (size_t p = 0; p < a_params_.size(); ++p) a_params_[p].add_(d_params_[p]);
+    for (size_t p = 0; p < a_params_.size(); ++p) accumulate(a_params_[p], d_params_[p], 1.0);
   } else {
     for (size_t j = 0; j < side_.size(); ++j) {
       if (b[j] == 0.0) continue;
       for (size_t p = 0; p < a_params_.size(); ++p) {
-        if (side_[j].wp[p].defined()) a_params_[p].sub_(side_[j].wp[p], b[j] * st_.factor[j]);
+        if (side_[j].wp[p].defined()) accumulate(a_params_[p], side_[j].wp[p], -b[j] * st_.factor[j]);
       }
     }
   }
   if (need_t_) {
     for (size_t j = 0; j < side_.size(); ++j) {
-      if (side_[j].wt.defined() && b[j] != 0.0) a_t_.sub_(side_[j].wt, b[j] * st_.factor[j]);
+      if (side_[j].wt.defined() && b[j] != 0.0) accumulate(a_t_, side_[j].wt, -b[j] * st_.factor[j]);
     }
   }
   z_ = z1_;
@@ -189,6 +192,17 @@ void AdjointSystem::commit(const Step& step) {
     k0_dtau_ = step.dtau;
   }
 }
+
+void AdjointSystem::accumulate(at::Tensor& acc, const at::Tensor& x, double alpha) const {
+  // Recorded: out of place, so that autograd sees every partial sum.
+  if (differentiable_) {
+    acc = acc + x * alpha;
+  } else {
+    acc.add_(x, alpha);
+  }
+}
+
+void AdjointSystem::add_time(const at::Tensor& x) { accumulate(a_t_, x, 1.0); }
 
 void AdjointSystem::jump(const at::Tensor& z, const at::Tensor& grad_z) {
   z_ = z;

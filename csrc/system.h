@@ -66,9 +66,11 @@ struct AdjointStage {
 
 class AdjointSystem : public System {
  public:
-  // Starts at z = ys[T-1], a = 0 (the observer adds dL/dz(t_{T-1})).
+  // Starts at z = ys[T-1], a = 0 (the observer adds dL/dz(t_{T-1})). With
+  // `differentiable` the solve is recorded by autograd (f's products included, see
+  // Dynamics::set_create_graph): its results are differentiable again.
   AdjointSystem(Dynamics& f, const StepPlan& plan, const at::Tensor& z, const at::Tensor& t_row,
-                const at::TensorOptions& t_options, bool seminorm, bool need_t);
+                const at::TensorOptions& t_options, bool seminorm, bool need_t, bool differentiable);
 
   std::pair<at::Tensor, at::Tensor> start(const Step& step) override;
   double attempt(const Step& step) override;
@@ -76,17 +78,22 @@ class AdjointSystem : public System {
 
   // The jump at an observation: restart from the stored forward state, add dL/dz.
   void jump(const at::Tensor& z, const at::Tensor& grad_z);
+  // dL/dt_0 += x (the observer's direct time terms).
+  void add_time(const at::Tensor& x);
   at::Tensor& a() { return a_; }
   at::Tensor& a_t() { return a_t_; }
   std::vector<at::Tensor>& a_params() { return a_params_; }
 
  private:
+  // acc += alpha x: in place, or (recorded) out of place.
+  void accumulate(at::Tensor& acc, const at::Tensor& x, double alpha) const;
   // Stage 0 at `step`'s start, with the cotangent dt * a of a step of `dtau`.
   void first_stage(const Step& step);
 
   Dynamics& f_;
   const StepPlan& plan_;
   StageLoop loop_;
+  bool differentiable_;
   at::TensorOptions t_options_;
   bool seminorm_, need_t_;
   at::Tensor z_, a_, a_t_;

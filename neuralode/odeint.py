@@ -25,6 +25,8 @@ is ``neuralode._C.gradient`` on the same spec.
 from __future__ import annotations
 
 import math
+import functools
+import inspect
 from typing import Callable, Optional, Sequence, Union
 
 import torch
@@ -99,31 +101,82 @@ class _Solve(torch.autograd.Function):
     checkpoint tape), which returns dL/dy0, dL/dt and dL/dparams."""
 
     @staticmethod
-    def forward(ctx, f, spec, params, stats, y0, t, *param_tensors):
-        ys, raw, tape = _C.solve(spec, f, y0, t, False)
+    def forward(ctx, f, spec, stats, check_params, modules, y0, t, *param_tensors):
+        ys, raw, tape = _C.solve(spec, f, y0, t, False, list(param_tensors), check_params)
         if stats is not None:
             stats.add_forward(raw)
-        ctx.f, ctx.spec, ctx.params, ctx.stats, ctx.tape = f, spec, params, stats, tape
-        # The continuous adjoint restarts from the outputs; the replay from its tape.
-        ctx.save_for_backward(t, ys if tape is None else None)
+        ctx.f, ctx.spec, ctx.stats, ctx.tape, ctx.modules = f, spec, stats, tape, modules
+        # What the backward reads, saved so that autograd's version check refuses a
+        # backward after any of it was changed in place: the outputs (the adjoint restarts
+        # from them) or y0 (the checkpoint's second derivatives re-solve from it), t and
+        # the parameters.
+        ctx.save_for_backward(t, ys if tape is None else y0, *param_tensors)
         return ys
 
     @staticmethod
     def backward(ctx, grad_ys):
-        need_t = ctx.needs_input_grad[5]
-        t, ys = ctx.saved_tensors
-        grad_y0, grad_t, grad_params, raw = _C.gradient(
-            ctx.spec, ctx.f, list(ctx.params), t, ys, grad_ys, ctx.tape, need_t
-        )
+        need_t = ctx.needs_input_grad[6]
+        t, ys_or_y0, *params = ctx.saved_tensors
+        # The backward evaluates f again: it must not move module state (BatchNorm's
+        # running statistics) that the forward's evaluations already moved.
+        buffers = [b for m in ctx.modules for b in m.buffers()]
+        kept = [b.detach().clone() for b in buffers]
+        # Grad mode on here means create_graph=True: the gradient must be differentiable.
+        create_graph = torch.is_grad_enabled()
+        if ctx.tape is not None and create_graph:
+            grad_y0, grad_t, grad_params, raw = _checkpoint_second_order(ctx, ys_or_y0, t, params, grad_ys, need_t)
+        else:
+            grad_y0, grad_t, grad_params, raw = _C.gradient(
+                ctx.spec, ctx.f, params, t, None if ctx.tape is not None else ys_or_y0, grad_ys, ctx.tape,
+                need_t, create_graph,
+            )
+        with torch.no_grad():
+            for b, k in zip(buffers, kept):
+                b.copy_(k)
         if ctx.stats is not None:
             ctx.stats.add_backward(raw)
-        return (None, None, None, None, grad_y0, grad_t if need_t else None, *grad_params)
+        return (None, None, None, None, None, grad_y0, grad_t if need_t else None, *grad_params)
+
+
+def _checkpoint_second_order(ctx, y0, t, params, grad_ys, need_t):
+    """The checkpoint's gradient as a differentiable function (create_graph=True): the
+    discrete solve again, recorded by autograd, and its exact gradient through that record
+    (what backprop gives; memory O(steps x activations of f) for this call only)."""
+    with torch.enable_grad():
+        ys, raw, _ = _C.solve(ctx.spec, ctx.f, y0, t, True)
+        inputs = [y0] + ([t] if need_t else []) + list(params)
+        wanted = [x for x in inputs if x.requires_grad]
+        found = iter(torch.autograd.grad(ys, wanted, grad_ys, create_graph=True, allow_unused=True) if wanted else ())
+    grads = [next(found) if x.requires_grad else None for x in inputs]
+    grads = [torch.zeros_like(x) if g is None else g for g, x in zip(grads, inputs)]
+    grad_y0 = grads[0]
+    grad_t = grads[1] if need_t else None
+    return grad_y0, grad_t, grads[1 + need_t:], raw
+
+
+def _modules_of(func) -> list:
+    """The modules whose parameters ``func`` certainly uses: ``func`` itself, the module of a
+    bound method, and modules inside a ``functools.partial`` (its function and arguments)."""
+    if isinstance(func, nn.Module):
+        return [func]
+    if isinstance(func, functools.partial):
+        found = _modules_of(func.func)
+        for arg in (*func.args, *func.keywords.values()):
+            found += _modules_of(arg) if isinstance(arg, (nn.Module, functools.partial)) else []
+        return found
+    owner = getattr(func, "__self__", None)
+    if inspect.ismethod(func) and isinstance(owner, nn.Module):
+        return [owner]
+    return []
 
 
 def _adjoint_params(func, adjoint_params) -> tuple:
+    """The tensors ``"adjoint"``/``"checkpoint"`` differentiate besides y0 and t: the given
+    ones, else the parameters of the modules ``func`` is made of; each once."""
     if adjoint_params is None:
-        adjoint_params = tuple(func.parameters()) if isinstance(func, nn.Module) else ()
-    return tuple(p for p in adjoint_params if isinstance(p, Tensor) and p.requires_grad)
+        adjoint_params = [p for m in _modules_of(func) for p in m.parameters()]
+    unique = {id(p): p for p in adjoint_params if isinstance(p, Tensor) and p.requires_grad}
+    return tuple(unique.values())
 
 
 def odeint(
@@ -203,7 +256,10 @@ def odeint(
             stats.add_forward(raw)
         return ys
     params = _adjoint_params(func, adjoint_params)
-    return _Solve.apply(f, spec, params, stats, y0, t, *params)
+    # Without adjoint_params, f's first graph is searched for tensors that require grad
+    # outside the parameters found: their gradient would be lost (an error naming the fix).
+    check = adjoint_params is None and torch.is_grad_enabled()
+    return _Solve.apply(f, spec, stats, check, _modules_of(func), y0, t, *params)
 
 
 def odeint_adjoint(

@@ -11,6 +11,7 @@ the C++ loop as it is.
 from __future__ import annotations
 
 import math
+import numbers
 from functools import lru_cache
 from typing import Optional
 
@@ -77,13 +78,18 @@ def tolerance(value, y0: Tensor, name: str) -> Tensor:
                 f"{name} of shape {tuple(value.shape)} does not broadcast to y0's shape {tuple(y0.shape)}"
             ) from None
         return value.contiguous() if value.numel() > 1 else value.reshape(1)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (value >= 0) or math.isinf(value):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (value >= 0) or math.isinf(value):
         raise ValueError(f"{name} must be a finite non-negative number or tensor, got {value!r}")
     return _scalar_tolerance(float(value), y0.dtype, y0.device)
 
 
 def _number(value):
-    return value.item() if isinstance(value, Tensor) else value
+    """A Python number from a tensor or numpy scalar (anything else as it is)."""
+    if isinstance(value, Tensor) and value.numel() == 1:
+        return value.item()
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        return int(value) if isinstance(value, numbers.Integral) else float(value)
+    return value
 
 
 def _positive(options: dict, key: str, name: str, allow_inf: bool = False) -> float:
@@ -96,7 +102,7 @@ def _positive(options: dict, key: str, name: str, allow_inf: bool = False) -> fl
 
 
 def _max_num_steps(options: dict, name: str) -> int:
-    value = options.get("max_num_steps", DEFAULT_MAX_NUM_STEPS)
+    value = _number(options.get("max_num_steps", DEFAULT_MAX_NUM_STEPS))
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise ValueError(f"{name}: 'max_num_steps' must be a positive int, got {value!r}")
     return value
@@ -157,16 +163,25 @@ def _adaptive_plan(method: str, rtol, atol, options: dict, y0: Tensor, t: Tensor
         raise ValueError(f"{name}: 'step_t' must hold finite times")
     if step_t and t.dim() == 3:
         raise ValueError(f"{name}: 'step_t' needs 1-D times (each sample's times differ)")
+    max_step = _positive(options, "max_step", name, allow_inf=True)
+    if min_step > max_step:
+        raise ValueError(f"{name}: 'min_step' ({min_step}) is larger than 'max_step' ({max_step}); no step fits")
+    rtol_t, atol_t = tolerance(rtol, y0, "rtol"), tolerance(atol, y0, "atol")
+    if y0.numel() > 0 and bool(((rtol_t == 0) & (atol_t == 0)).any()):
+        raise ValueError(
+            f"{'adjoint_rtol/adjoint_atol' if adjoint else 'rtol/atol'}: both are 0 for some element, so "
+            "no step with any error could be accepted; give atol > 0 (the error allowed near zero)"
+        )
     norm = options.get("norm", NORMS[0])
     if norm not in NORMS:
         raise ValueError(f"{name}: 'norm' must be 'full' or 'seminorm', got {norm!r}")
     plan = _C.StepPlan(
         method=method, grid="subdivide", step=math.inf,
-        rtol=tolerance(rtol, y0, "rtol"), atol=tolerance(atol, y0, "atol"),
+        rtol=rtol_t, atol=atol_t,
         safety=safety, ifactor=ifactor, dfactor=dfactor, pi=controller == "PI",
         beta1=_positive(options, "beta1", name), beta2=_positive(options, "beta2", name),
         first_step=first_step, min_step=float(min_step),
-        max_step=_positive(options, "max_step", name, allow_inf=True),
+        max_step=max_step,
         max_num_steps=_max_num_steps(options, name), step_t=step_t,
     )
     return plan, norm

@@ -1,0 +1,83 @@
+#define TORCH_ASSERT_ONLY_METHOD_OPERATORS
+#include "finite.h"
+
+#include <ATen/ops/aminmax.h>
+#include <ATen/ops/isfinite.h>
+#include <ATen/ops/ones.h>
+#include <ATen/ops/stack.h>
+#include <c10/core/GradMode.h>
+
+#include <sstream>
+
+namespace neuralode {
+namespace {
+
+// A 0-d bool on x's device: min and max in one reduction are finite iff every element
+// is (NaN propagates into them, Inf shows in them).
+at::Tensor finite_flag(const at::Tensor& x) {
+  if (x.numel() == 0) return at::ones({}, x.options().dtype(at::kBool));
+  auto [lo, hi] = at::aminmax(x.detach());
+  return at::isfinite(at::stack({lo, hi})).all();
+}
+
+std::string time_of(const at::Tensor& t, int64_t i) {
+  std::ostringstream s;
+  s.precision(17);
+  at::Tensor ti = t[i].detach().to(at::kDouble).cpu();
+  if (ti.numel() == 1) {
+    s << ti.item<double>();
+  } else {
+    s << "t[" << i << "] (per sample)";
+  }
+  return s.str();
+}
+
+}  // namespace
+
+void FiniteWatch::record(int64_t obs, const at::Tensor& x) {
+  c10::NoGradGuard no_grad;
+  obs_.push_back(obs);
+  flags_.push_back(finite_flag(x));
+}
+
+void FiniteWatch::check(const std::string& what, const at::Tensor& t, const std::string& hint) const {
+  if (flags_.empty()) return;
+  at::Tensor flags = at::stack(flags_).cpu();
+  const bool* ok = flags.data_ptr<bool>();
+  for (size_t k = 0; k < flags_.size(); ++k) {
+    if (ok[k]) continue;
+    std::string where = k == 0 ? "at t=" + time_of(t, obs_[k])
+                               : "between t=" + time_of(t, obs_[k - 1]) + " and t=" + time_of(t, obs_[k]);
+    TORCH_CHECK_VALUE(false, what, " became NaN or Inf ", where, ": ", hint);
+  }
+}
+
+bool all_finite(const at::Tensor& x) {
+  c10::NoGradGuard no_grad;
+  return finite_flag(x).item<bool>();
+}
+
+std::vector<bool> finite_each(const std::vector<at::Tensor>& xs) {
+  c10::NoGradGuard no_grad;
+  std::vector<bool> out(xs.size(), true);
+  if (xs.empty()) return out;
+  std::vector<at::Tensor> flags;
+  for (const at::Tensor& x : xs) flags.push_back(finite_flag(x));
+  at::Tensor host = at::stack(flags).cpu();
+  for (size_t i = 0; i < xs.size(); ++i) out[i] = host.data_ptr<bool>()[i];
+  return out;
+}
+
+void check_outputs_finite(const at::Tensor& ys, const at::Tensor& t) {
+  c10::NoGradGuard no_grad;
+  const int64_t T = ys.size(0);
+  if (ys.numel() == 0 || all_finite(ys)) return;
+  // Only on failure: which observation first.
+  FiniteWatch rows;
+  for (int64_t i = 0; i < T; ++i) rows.record(i, ys[i]);
+  rows.check("the solution", t,
+             "func(t, y) produced non-finite values; a smaller step (max_step, step_size) or an "
+             "adaptive method may help if the dynamics are stiff there");
+}
+
+}  // namespace neuralode
