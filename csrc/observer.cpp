@@ -1,6 +1,7 @@
 #define TORCH_ASSERT_ONLY_METHOD_OPERATORS
 #include "observer.h"
 
+#include <ATen/ExpandUtils.h>
 #include <ATen/TensorOperators.h>
 #include <ATen/ops/cat.h>
 #include <ATen/ops/stack.h>
@@ -10,6 +11,7 @@
 #include <optional>
 
 #include "dense_output.h"
+#include "stages.h"
 
 namespace neuralode {
 
@@ -73,7 +75,7 @@ void AdjointObserver::on_stop(int64_t i, System& system) {
   // dL/dz(t_i) . f(t_i, z_i): summed over the state, per sample when times are.
   const at::Tensor t_i = t_[i];
   at::Tensor prod = (grad_ys_[i] * f_(t_i, ys_[i])).to(t_i.scalar_type());
-  at::Tensor direct = t_i.dim() == 0 ? prod.sum() : prod.reshape({prod.size(0), -1}).sum(1, true);
+  at::Tensor direct = t_i.dim() == 0 ? prod.sum() : at::sum_to(prod, rows_view(t_i, prod.dim()).sizes()).reshape_as(t_i);
   grad_t_[i] = direct;
   adj.add_time(-direct);
 }

@@ -12,6 +12,7 @@
 //   dL/dy0 = g,   dL/dk_j = c_j * dt * g,   dL/ddt = sum over the row of g * sum_j c_j k_j.
 // rk_solution_error's y1 is stage_combine with the weights b; its error sum is not
 // differentiable (it only steers the step size).
+#include <ATen/ExpandUtils.h>
 #include <ATen/TensorOperators.h>
 #include <ATen/ops/zeros_like.h>
 #include <torch/csrc/autograd/custom_function.h>
@@ -50,8 +51,9 @@ variable_list combine_backward(AutogradContext* ctx, const at::Tensor& grad, int
     std::vector<at::Tensor> ks(saved.begin() + 1, saved.end());
     const at::Tensor increment = stage_combine(at::zeros_like(ks[0]), ks, coeffs, std::nullopt);
     const at::Tensor prod = grad * increment;
-    // One sum per value of dt (a single value: the sum over everything).
-    grad_dt = prod.reshape_symint({dt.sym_numel(), c10::SymInt(-1)}).sum(1).reshape_symint(dt.sym_sizes());
+    // One sum per value of dt (a single value: the sum over everything); sum_to also
+    // serves an empty batch, where a reshape to (rows, -1) would be ambiguous.
+    grad_dt = at::sum_to(prod, rows_view(dt, prod.dim()).sym_sizes()).reshape_symint(dt.sym_sizes());
   }
   grads.push_back(grad_dt);
   return grads;

@@ -53,6 +53,7 @@ std::vector<int64_t> subdivision_counts(const at::Tensor& t, const StepPlan& pla
   const int64_t T = t.size(0);
   std::vector<int64_t> counts(std::max<int64_t>(T - 1, 0), 1);
   if (T < 2 || !std::isfinite(plan.step)) return counts;
+  if (t.numel() == 0) return counts;  // per-sample times of an empty batch
   at::Tensor ratio = (t.narrow(0, 1, T - 1) - t.narrow(0, 0, T - 1)).abs().div(plan.step);
   const std::vector<double> worst = host_values(ratio.reshape({T - 1, -1}).amax(1));
   int64_t total = 0;
@@ -114,8 +115,12 @@ std::vector<Segment> uniform_forward_segments(const at::Tensor& t, const StepPla
     s.t0 = grid[k];
     s.h = grid[k + 1] - grid[k];
     s.n_steps = 1;
+    // Observations on an inner grid point are interpolated too (theta = 1): the same
+    // value, and dL/dt_j = dL/dy . (z_{k+1} - z_k) / h, where the grid value itself would
+    // give 0. The last grid point is t_{T-1} itself, differentiable through its step.
+    const bool last = k + 2 == grid.size(0);
     while (j < T && dir * (g[k + 1] - tv[j]) >= 0) {
-      (tv[j] == g[k + 1] ? s.exact : s.interp).push_back(j);
+      (last && tv[j] == g[k + 1] ? s.exact : s.interp).push_back(j);
       ++j;
     }
     segs.push_back(std::move(s));
@@ -453,7 +458,8 @@ Clock::Clock(const at::Tensor& t, const at::TensorOptions& z_options, bool time_
   std::optional<c10::AutoGradMode> graph;
   if (time_graph_) graph.emplace(true);
   d_ = t.narrow(0, 1, T - 1) - t.narrow(0, 0, T - 1);
-  rate_max_ = host_values(d_.detach().abs().reshape({T - 1, -1}).amax(1));
+  rate_max_ = t.numel() == 0 ? std::vector<double>(T - 1, 0.0)  // an empty batch
+                             : host_values(d_.detach().abs().reshape({T - 1, -1}).amax(1));
 }
 
 at::Tensor Clock::time(double tau, int64_t i) const {
