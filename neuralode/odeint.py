@@ -227,7 +227,10 @@ def odeint(
             (continuous adjoint, O(1) memory in the number of steps) or ``"checkpoint"``
             (discrete adjoint, exact, O(steps x |y0|) memory).
         adjoint_params: with ``"adjoint"``/``"checkpoint"``, the tensors to differentiate
-            besides ``y0`` and ``t``; default ``func.parameters()`` when ``func`` is a module.
+            besides ``y0`` and ``t`` (each once); default: the parameters of ``func`` when it
+            is a module, a bound method of one or a ``functools.partial`` over modules. Other
+            tensors that require grad and that ``func`` uses are refused (their gradient would
+            be lost): list them here.
         adjoint_method, adjoint_rtol, adjoint_atol, adjoint_options: with ``"adjoint"``, the
             backward solve's method, tolerances and options (default: the forward's);
             ``adjoint_options={"norm": "seminorm"}`` leaves the parameter adjoint out of the
@@ -235,7 +238,9 @@ def odeint(
         stats: a :class:`neuralode.SolverStats` whose counters this solve adds to.
 
     Returns:
-        ``y`` of shape ``(T, *y0.shape)``.
+        ``y`` of shape ``(T, *y0.shape)``. Every mode supports second derivatives
+        (``create_graph=True``); README's "Guarantees and limits" lists what each promises
+        and every error.
     """
     if gradient not in GRADIENT_MODES:
         raise ValueError(f"gradient must be one of {', '.join(map(repr, GRADIENT_MODES))}, got {gradient!r}")
