@@ -80,7 +80,7 @@ PYBIND11_MODULE(_C, m) {
                        std::optional<at::Tensor> rtol, std::optional<at::Tensor> atol,
                        double safety, double ifactor, double dfactor, bool pi, double beta1,
                        double beta2, double first_step, double min_step, double max_step,
-                       int64_t max_num_steps, std::vector<double> step_t) {
+                       int64_t max_num_steps, std::vector<double> step_t, bool atol_has_zero) {
              StepPlan p;
              const Tableau* tab = find_tableau(method);
              TORCH_CHECK_VALUE(tab != nullptr, "unknown method '", method, "'");
@@ -88,7 +88,10 @@ PYBIND11_MODULE(_C, m) {
              p.grid = grid_or_throw(grid);
              p.step = step;
              if (rtol) p.rtol = *rtol;
-             if (atol) p.atol = *atol;
+             if (atol) {
+               p.atol = *atol;
+               p.atol_has_zero = atol_has_zero;
+             }
              TORCH_CHECK_VALUE(!tab->adaptive || (p.rtol.defined() && p.atol.defined()),
                                "an adaptive method needs rtol and atol");
              p.safety = safety;
@@ -108,7 +111,8 @@ PYBIND11_MODULE(_C, m) {
            py::kw_only(), py::arg("method"), py::arg("grid"), py::arg("step"), py::arg("rtol"),
            py::arg("atol"), py::arg("safety"), py::arg("ifactor"), py::arg("dfactor"),
            py::arg("pi"), py::arg("beta1"), py::arg("beta2"), py::arg("first_step"),
-           py::arg("min_step"), py::arg("max_step"), py::arg("max_num_steps"), py::arg("step_t"))
+           py::arg("min_step"), py::arg("max_step"), py::arg("max_num_steps"), py::arg("step_t"),
+           py::arg("atol_has_zero") = false)
       .def_property_readonly("method", [](const StepPlan& p) { return std::string(p.tableau->name); })
       .def_property_readonly("adaptive", &StepPlan::adaptive)
       .def_readonly("step", &StepPlan::step)

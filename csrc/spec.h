@@ -28,6 +28,7 @@ struct StepPlan {
 
   // Adaptive methods: error control and the step-size controller.
   at::Tensor rtol, atol;  // the state's dtype and device; one value or one per element
+  bool atol_has_zero = false;  // some element has atol = 0 (its scale may be 0)
   double safety = 0.0, ifactor = 0.0, dfactor = 0.0;
   // PI controller (Gustafsson): factor = safety * r^(-beta1/p) * r_prev^(beta2/p);
   // off: the I controller factor = safety * r^(-1/p).

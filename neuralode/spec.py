@@ -83,6 +83,11 @@ def tolerance(value, y0: Tensor, name: str) -> Tensor:
     return _scalar_tolerance(float(value), y0.dtype, y0.device)
 
 
+def _has_zero(tol) -> bool:
+    """Whether a tolerance (number or tensor, already checked) has a zero."""
+    return bool((tol == 0).any()) if isinstance(tol, Tensor) else float(tol) == 0.0
+
+
 def _number(value):
     """A Python number from a tensor or numpy scalar (anything else as it is)."""
     if isinstance(value, Tensor) and value.numel() == 1:
@@ -183,6 +188,7 @@ def _adaptive_plan(method: str, rtol, atol, options: dict, y0: Tensor, t: Tensor
         first_step=first_step, min_step=float(min_step),
         max_step=max_step,
         max_num_steps=_max_num_steps(options, name), step_t=step_t,
+        atol_has_zero=_has_zero(atol),
     )
     return plan, norm
 
