@@ -3,7 +3,6 @@ checkpointing for the fixed-step methods, the adaptive adjoint landing on every 
 and per-sample adaptive times in one C++ call. Gradients are checked against closed
 forms and against backprop (the exact gradient of the discrete solve)."""
 
-import math
 
 import pytest
 import torch

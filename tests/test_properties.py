@@ -8,11 +8,9 @@ The example count and seed are printed in pytest's header (tests/conftest.py); s
 NEURALODE_HYPOTHESIS_SEED / NEURALODE_HYPOTHESIS_EXAMPLES to change them.
 """
 
-import math
 import os
 
 import hypothesis
-import pytest
 import torch
 from hypothesis import strategies as st
 
