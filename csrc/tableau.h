@@ -78,6 +78,28 @@ inline constexpr Tableau kRK4 = detail::make_tableau<4>(
     {{{0, 0, 0, 0}, {0.5, 0, 0, 0}, {0, 0.5, 0, 0}, {0, 0, 1.0, 0}}},
     {1.0 / 6, 1.0 / 3, 1.0 / 3, 1.0 / 6});
 
+// Heun's method (explicit trapezoid), 2nd order: torchdiffeq's heun2.
+inline constexpr Tableau kHeun2 =
+    detail::make_tableau<2>("heun2", 2, {0.0, 1.0}, {{{0.0, 0.0}, {1.0, 0.0}}}, {0.5, 0.5});
+
+// Heun's third-order method: torchdiffeq's heun3.
+inline constexpr Tableau kHeun3 = detail::make_tableau<3>(
+    "heun3", 3, {0.0, 1.0 / 3, 2.0 / 3},
+    {{{0, 0, 0}, {1.0 / 3, 0, 0}, {0, 2.0 / 3, 0}}}, {0.25, 0.0, 0.75});
+
+// Heun 2(1) (torchdiffeq's adaptive_heun): Heun's method, with y0 + h f(t0 + h, y0 + h k0)
+// as the embedded one (error weights 1/2, -1/2, as torchdiffeq's); cubic Hermite dense
+// output.
+inline constexpr Tableau kAdaptiveHeun = detail::make_adaptive<2>(
+    "adaptive_heun", 2, {0.0, 1.0}, {{{0.0, 0.0}, {1.0, 0.0}}}, {0.5, 0.5}, {0.0, 1.0}, false);
+
+// Runge-Kutta-Fehlberg 2(1) (Fehlberg 1969; torchdiffeq's fehlberg2): 2nd order with an
+// embedded 1st; cubic Hermite dense output.
+inline constexpr Tableau kFehlberg2 = detail::make_adaptive<3>(
+    "fehlberg2", 2, {0.0, 0.5, 1.0},
+    {{{0, 0, 0}, {0.5, 0, 0}, {1.0 / 256, 255.0 / 256, 0}}},
+    {1.0 / 512, 255.0 / 256, 1.0 / 512}, {1.0 / 256, 255.0 / 256, 0.0}, false);
+
 // Bogacki-Shampine 3(2), FSAL (Bogacki & Shampine 1989).
 inline constexpr Tableau kBosh3 = detail::make_adaptive<4>(
     "bosh3", 3, {0.0, 0.5, 0.75, 1.0},
@@ -193,8 +215,10 @@ inline constexpr Tableau kDopri8 = [] {
   return t;
 }();
 
-inline constexpr std::array<const Tableau*, 7> kTableaux{&kEuler, &kMidpoint, &kRK4,   &kBosh3,
-                                                         &kDopri5, &kTsit5,   &kDopri8};
+// Fixed-step methods first, then adaptive, each group as listed in error messages.
+inline constexpr std::array<const Tableau*, 11> kTableaux{
+    &kEuler, &kMidpoint, &kRK4, &kHeun2, &kHeun3, &kBosh3, &kDopri5, &kTsit5, &kDopri8,
+    &kAdaptiveHeun, &kFehlberg2};
 
 // Returns the tableau called `name`, or nullptr.
 inline const Tableau* find_tableau(std::string_view name) {

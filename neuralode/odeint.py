@@ -208,8 +208,9 @@ def odeint(
             ``(batch, 1)`` (every method; adaptive methods then step a normalized time
             ``s`` with ``t_b(s) = t[i,b] + (s - i)(t[i+1,b] - t[i,b])`` on interval i:
             one clock and one error control for the batch, a stop at every observation).
-        method: adaptive ``"dopri5"`` (default), ``"tsit5"``, ``"bosh3"``, ``"dopri8"``, or
-            fixed-step ``"euler"``, ``"midpoint"``, ``"rk4"`` (classic RK4).
+        method: adaptive ``"dopri5"`` (default), ``"tsit5"``, ``"bosh3"``, ``"dopri8"``,
+            ``"adaptive_heun"``, ``"fehlberg2"``, or fixed-step ``"euler"``, ``"midpoint"``,
+            ``"rk4"`` (classic RK4), ``"heun2"``, ``"heun3"``.
         rtol, atol: adaptive methods keep the RMS over elements of
             ``err / (atol + rtol * max(|y0|, |y1|))`` at most 1 per step; numbers, or tensors
             broadcastable to ``y0``. Fixed-step methods ignore them.

@@ -84,7 +84,7 @@ def test_t_on_other_device():
 
 
 def test_unknown_method():
-    with pytest.raises(ValueError, match="unknown method 'rk45'; choose one of euler, midpoint, rk4, bosh3, dopri5, tsit5, dopri8"):
+    with pytest.raises(ValueError, match="unknown method 'rk45'; choose one of euler, midpoint, rk4, heun2, heun3, bosh3, dopri5, tsit5, dopri8, adaptive_heun, fehlberg2"):
         neuralode.odeint(f, y0(), T, method="rk45")
 
 

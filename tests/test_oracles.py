@@ -10,7 +10,8 @@ Tolerances (relative, on the outputs and each gradient), stated per solver:
   a span of 1.2, is below 1 for the outputs and 3.4 for dL/dt with Euler); float32 adds
   2e-4 for round-off over the steps;
 - adaptive, rtol = atol = tol: 200 tol (the global error of a locally controlled solve
-  accumulates over the steps; the adjoint's gradient carries its own solve's error too).
+  accumulates over the steps; the adjoint's gradient carries its own solve's error too);
+  5000 tol for fehlberg2, whose error estimate is ~1/500 of its error.
 """
 
 import pytest
@@ -20,9 +21,12 @@ from torch import nn
 import neuralode
 
 A0 = [[-0.3, -1.0], [0.9, -0.2]]
-FIXED = {"euler": (1, 2e-3), "midpoint": (2, 2e-2), "rk4": (4, 0.1)}  # order, step
-ADAPTIVE = ["bosh3", "dopri5", "tsit5", "dopri8"]
+FIXED = {"euler": (1, 2e-3), "midpoint": (2, 2e-2), "rk4": (4, 0.1), "heun2": (2, 2e-2), "heun3": (3, 0.05)}  # order, step
+ADAPTIVE = ["bosh3", "dopri5", "tsit5", "dopri8", "adaptive_heun", "fehlberg2"]
 SOLVER_TOL = {torch.float64: 1e-9, torch.float32: 1e-6}
+#: Methods whose error estimate is far below their true error: Fehlberg 2(1)'s weights
+#: (-1/512, 0, 1/512) estimate ~1/500 of it (torchdiffeq's fehlberg2 errs the same).
+WEAK_ESTIMATE = {"fehlberg2": 5000}
 
 
 def _times(layout, dtype):
@@ -75,7 +79,7 @@ def _check(method, gradient, layout, dtype, options=None, tol=None, **kwargs):
         extra = {}
     else:
         solver_tol = SOLVER_TOL[dtype]
-        tol = tol or 200 * solver_tol
+        tol = tol or WEAK_ESTIMATE.get(method, 200) * solver_tol
         extra = {"rtol": solver_tol, "atol": solver_tol}
         if method == "dopri8":  # its dense output is 4th order: land on the observations
             options = {"step_t": t.detach().flatten().tolist(), **(options or {})} if t.dim() == 1 else options
