@@ -50,7 +50,6 @@ class Dynamics {
   // With `create_graph` the products are themselves differentiable (w.r.t. z, w and
   // the parameters): the backward solve is recorded for second derivatives.
   void set_create_graph(bool on) { create_graph_ = on; }
-  bool create_graph() const { return create_graph_; }
   // With `check`, the first evaluation of f records its graph, which is searched for
   // tensors that require grad but are neither z, t nor a parameter: their gradients
   // would be lost (adjoint and checkpoint), so that is an error naming the fix.

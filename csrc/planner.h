@@ -69,7 +69,6 @@ class Clock {
   double rate_max(int64_t interval) const { return per_sample_ ? rate_max_[interval] : 1.0; }
   // "t=..." or "s=... (between t[i] and t[i+1])", for error messages.
   std::string where(double tau) const;
-  const at::TensorOptions& t_options() const { return t_options_; }
 
  private:
   bool per_sample_, time_graph_;
