@@ -164,6 +164,10 @@ def _ddp_worker(rank: int, world: int, port: int, name: str, out: str) -> None:
         x, y = _global_batch()
         F.cross_entropy(net(distributed.shard(x, ctx)), distributed.shard(y, ctx)).backward()
         torch.save({n: p.grad for n, p in model.named_parameters()}, os.path.join(out, f"{name}-{rank}.pt"))
+        # Both ranks reach here before either tears gloo down: a rank that destroys its
+        # group while the other still talks to it can abort the other (SIGABRT, seen once
+        # in CI as "terminate called without an active exception").
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
