@@ -59,6 +59,20 @@ Dynamics make_dynamics(py::object func, std::vector<at::Tensor> params) {
   return Dynamics(std::move(fn), std::move(params));
 }
 
+// Wraps a Python norm of the scaled errors (a list of tensors -> a number or 0-d tensor).
+std::function<double(const std::vector<at::Tensor>&)> make_norm(py::object norm) {
+  // Shared: the plan may be copied, and its last copy may be dropped without the GIL.
+  auto held = std::shared_ptr<py::object>(new py::object(std::move(norm)), [](py::object* o) {
+    py::gil_scoped_acquire gil;
+    delete o;
+  });
+  return [held](const std::vector<at::Tensor>& scaled) {
+    py::gil_scoped_acquire gil;
+    py::object out = (*held)(scaled);
+    return py::float_(out).cast<double>();
+  };
+}
+
 }  // namespace
 }  // namespace neuralode
 
@@ -80,7 +94,8 @@ PYBIND11_MODULE(_C, m) {
                        std::optional<at::Tensor> rtol, std::optional<at::Tensor> atol,
                        double safety, double ifactor, double dfactor, bool pi, double beta1,
                        double beta2, double first_step, double min_step, double max_step,
-                       int64_t max_num_steps, std::vector<double> step_t, bool atol_has_zero) {
+                       int64_t max_num_steps, std::vector<double> step_t, bool atol_has_zero,
+                       std::vector<int64_t> segments, py::object norm, bool norm_first_step) {
              StepPlan p;
              const Tableau* tab = find_tableau(method);
              TORCH_CHECK_VALUE(tab != nullptr, "unknown method '", method, "'");
@@ -106,13 +121,17 @@ PYBIND11_MODULE(_C, m) {
              TORCH_CHECK_VALUE(max_num_steps > 0, "max_num_steps must be positive, got ", max_num_steps);
              p.max_num_steps = max_num_steps;
              p.step_t = std::move(step_t);
+             p.segments = std::move(segments);
+             if (!norm.is_none()) p.norm = make_norm(std::move(norm));
+             p.norm_first_step = norm_first_step;
              return p;
            }),
            py::kw_only(), py::arg("method"), py::arg("grid"), py::arg("step"), py::arg("rtol"),
            py::arg("atol"), py::arg("safety"), py::arg("ifactor"), py::arg("dfactor"),
            py::arg("pi"), py::arg("beta1"), py::arg("beta2"), py::arg("first_step"),
            py::arg("min_step"), py::arg("max_step"), py::arg("max_num_steps"), py::arg("step_t"),
-           py::arg("atol_has_zero") = false)
+           py::arg("atol_has_zero") = false, py::arg("segments") = std::vector<int64_t>(),
+           py::arg("norm") = py::none(), py::arg("norm_first_step") = true)
       .def_property_readonly("method", [](const StepPlan& p) { return std::string(p.tableau->name); })
       .def_property_readonly("adaptive", &StepPlan::adaptive)
       .def_readonly("step", &StepPlan::step)

@@ -1,6 +1,8 @@
 #define TORCH_ASSERT_ONLY_METHOD_OPERATORS
 #include "planner.h"
 
+#include "error_norm.h"
+
 #include <ATen/TensorOperators.h>
 #include <ATen/ops/arange.h>
 #include <ATen/ops/cat.h>
@@ -241,13 +243,13 @@ class Controller {
   double previous_ = 1.0;
 };
 
-// sqrt(mean((x / scale)^2)): Hairer's RMS norm. With `zero_scale` (atol has zeros) the
-// elements without a tolerance (scale 0 on a zero component) cannot inform a step size:
-// they count as 0.
-double rms(const at::Tensor& x, const at::Tensor& scale, bool zero_scale) {
+// Hairer's norm of x / scale: the RMS, or the plan's norm (error_norm.h). With
+// `zero_scale` (atol has zeros) the elements without a tolerance (scale 0 on a zero
+// component) cannot inform a step size: they count as 0.
+double scaled_rms(const StepPlan& plan, const at::Tensor& x, const at::Tensor& scale, bool zero_scale) {
   at::Tensor q = x / scale;
   if (zero_scale) q = q.masked_fill(scale == 0, 0);
-  return q.pow(2).mean().sqrt().item<double>();
+  return state_norm(plan, q);
 }
 
 // Whether a step of h_abs from tau should end at `stop`: when it reaches it, or
@@ -386,10 +388,10 @@ class AdaptivePlanner : public Planner {
     auto on_clock = [&](at::Tensor d) { return rate.defined() ? d * rate : d; };
     const at::Tensor f0 = on_clock(f_state.detach());
     const at::Tensor scale = plan_.atol + z.abs() * plan_.rtol;
-    const double d0 = rms(z, scale, plan_.atol_has_zero), d1 = rms(f0, scale, plan_.atol_has_zero);
+    const double d0 = scaled_rms(plan_, z, scale, plan_.atol_has_zero), d1 = scaled_rms(plan_, f0, scale, plan_.atol_has_zero);
     const double h0 = (d0 < 1e-5 || d1 < 1e-5) ? 1e-6 : 0.01 * d0 / d1;
     const at::Tensor f1 = on_clock(f_(clock_.time(tau_ + direction_ * h0, i), z + f0 * (direction_ * h0)));
-    const double d2 = rms(f1 - f0, scale, plan_.atol_has_zero) / h0;
+    const double d2 = scaled_rms(plan_, f1 - f0, scale, plan_.atol_has_zero) / h0;
     const double dmax = std::max(d1, d2);
     const double h1 = dmax <= 1e-15 ? std::max(1e-6, h0 * 1e-3)
                                     : std::pow(0.01 / dmax, 1.0 / (plan_.tableau->order + 1));

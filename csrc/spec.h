@@ -6,6 +6,7 @@
 #include <ATen/core/Tensor.h>
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -37,6 +38,16 @@ struct StepPlan {
   double first_step = 0.0;  // 0: Hairer's automatic choice
   double min_step = 0.0, max_step = 0.0;
   std::vector<double> step_t;  // knots: times every step lands on (f may jump there)
+
+  // The error norm of step-size control (and of the first-step choice when
+  // `norm_first_step`). Default: the RMS of each part of the state, the largest over
+  // parts. `segments`: the element counts of a flat state's pieces (a tuple state,
+  // flattened in order): the RMS of each piece, the largest over pieces (torchdiffeq's
+  // mixed norm). `norm`: a user's norm of the scaled errors err / (atol + rtol
+  // max(|y0|, |y1|)), one tensor per part (the error is then materialized).
+  std::vector<int64_t> segments;
+  std::function<double(const std::vector<at::Tensor>&)> norm;
+  bool norm_first_step = true;
 
   // Both: the most steps (accepted and rejected) one solve may take.
   int64_t max_num_steps = 0;

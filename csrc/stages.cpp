@@ -3,7 +3,11 @@
 
 #include <ATen/TensorOperators.h>
 #include <ATen/core/LegacyTypeDispatch.h>
+#include <ATen/ops/cat.h>
+#include <ATen/ops/maximum.h>
 #include <ATen/ops/scalar_tensor.h>
+#include <ATen/ops/zeros_like.h>
+#include <c10/core/GradMode.h>
 
 #include <algorithm>
 #include <optional>
@@ -60,6 +64,12 @@ Terms terms(const StagePart& part, const std::vector<at::Tensor>& k, const std::
   return r;
 }
 
+std::vector<at::Tensor> detached(const std::vector<at::Tensor>& k) {
+  std::vector<at::Tensor> out;
+  for (const at::Tensor& x : k) out.push_back(x.detach());
+  return out;
+}
+
 std::optional<at::Tensor> weight(const StagePart& part, const at::Tensor& dt) {
   if (part.prescaled || !dt.defined()) return std::nullopt;
   return dt;
@@ -79,12 +89,11 @@ at::Tensor StageLoop::combine(const StagePart& part, const std::vector<at::Tenso
   return stage_combine(part.x, t.ks, t.coeffs, weight(part, dt));
 }
 
-std::pair<at::Tensor, at::Tensor> StageLoop::finish(const Step& step, const StagePart& part,
-                                                    const std::vector<at::Tensor>& k,
-                                                    const std::vector<double>& factor,
-                                                    const at::Tensor& rtol,
-                                                    const at::Tensor& atol) const {
-  if (!tab_.adaptive) return {combine(part, k, b_, factor, step.dt), at::Tensor()};
+std::pair<at::Tensor, PartError> StageLoop::finish(const Step& step, const StagePart& part,
+                                                   const std::vector<at::Tensor>& k,
+                                                   const std::vector<double>& factor,
+                                                   const StepPlan& plan) const {
+  if (!tab_.adaptive) return {combine(part, k, b_, factor, step.dt), PartError{}};
   // Every weight is passed (the kernel reads each k once for both sums).
   std::vector<double> b(b_.size()), e(e_.size());
   for (size_t j = 0; j < b.size(); ++j) {
@@ -92,8 +101,39 @@ std::pair<at::Tensor, at::Tensor> StageLoop::finish(const Step& step, const Stag
     b[j] = b_[j] * w;
     e[j] = e_[j] * w;
   }
-  auto [x1, sq] = rk_solution_error(part.x, k, b, e, weight(part, step.dt), rtol, atol);
-  return {x1, sq};
+  const std::optional<at::Tensor> dt = weight(part, step.dt);
+  PartError error;
+  if (plan.norm) {
+    // A user's norm needs the scaled error itself: err = sum_j e_j w_j k_j with the
+    // kernels' rule that an element without error counts 0 (also where its scale is 0).
+    at::Tensor x1 = std::get<0>(rk_solution_error(part.x, k, b, e, dt, plan.rtol, plan.atol));
+    c10::NoGradGuard control_only;  // the error picks step sizes, it is not differentiated
+    const at::Tensor x = part.x.detach();
+    const at::Tensor err = stage_combine(at::zeros_like(x), detached(k), e, dt ? std::optional<at::Tensor>(dt->detach()) : std::nullopt);
+    const at::Tensor scale = plan.atol + plan.rtol * at::maximum(x.abs(), x1.detach().abs());
+    error.scaled = (err / scale).masked_fill(err == 0, 0);
+    return {x1, error};
+  }
+  if (plan.segments.size() <= 1) {
+    auto [x1, sum_sq] = rk_solution_error(part.x, k, b, e, dt, plan.rtol, plan.atol);
+    error.mean_sq.push_back(sum_sq / static_cast<double>(std::max<int64_t>(part.x.numel(), 1)));
+    return {x1, error};
+  }
+  // A flat tuple state: one kernel call per piece on views of the buffers (no copy
+  // in), so that each piece has its own RMS; the pieces' ends joined once.
+  std::vector<at::Tensor> pieces;
+  int64_t offset = 0;
+  for (int64_t n : plan.segments) {
+    std::vector<at::Tensor> k_piece;
+    for (const at::Tensor& kj : k) k_piece.push_back(kj.narrow(0, offset, n));
+    auto piece_tol = [&](const at::Tensor& tol) { return tol.numel() > 1 ? tol.narrow(0, offset, n) : tol; };
+    auto [x1, sum_sq] = rk_solution_error(part.x.narrow(0, offset, n), k_piece, b, e, dt,
+                                          piece_tol(plan.rtol), piece_tol(plan.atol));
+    pieces.push_back(std::move(x1));
+    error.mean_sq.push_back(sum_sq / static_cast<double>(std::max<int64_t>(n, 1)));
+    offset += n;
+  }
+  return {at::cat(pieces), error};
 }
 
 }  // namespace neuralode

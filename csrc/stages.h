@@ -15,6 +15,8 @@
 #include <utility>
 #include <vector>
 
+#include "error_norm.h"
+#include "spec.h"
 #include "step.h"
 #include "tableau.h"
 
@@ -63,12 +65,12 @@ class StageLoop {
     }
   }
 
-  // x_p + sum_j b_j w_pj k_pj and, for adaptive methods, the sum over elements of
-  // (err / (atol + rtol max(|x|, |x1|)))^2 (a float64 scalar; undefined otherwise).
-  std::pair<at::Tensor, at::Tensor> finish(const Step& step, const StagePart& part,
-                                           const std::vector<at::Tensor>& k,
-                                           const std::vector<double>& factor,
-                                           const at::Tensor& rtol, const at::Tensor& atol) const;
+  // x_p + sum_j b_j w_pj k_pj and, for adaptive methods, its error as `plan`'s norm
+  // needs it (error_norm.h); no error pieces for fixed-step methods.
+  std::pair<at::Tensor, PartError> finish(const Step& step, const StagePart& part,
+                                          const std::vector<at::Tensor>& k,
+                                          const std::vector<double>& factor,
+                                          const StepPlan& plan) const;
 
   // x + sum_j c_j w_j k_j for the part's weights w (dt, or the factors).
   at::Tensor combine(const StagePart& part, const std::vector<at::Tensor>& k,

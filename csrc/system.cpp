@@ -15,11 +15,6 @@
 namespace neuralode {
 namespace {
 
-// The RMS ratio from a sum of squared scaled errors over n elements.
-double rms_ratio(const at::Tensor& sum_sq, int64_t n) {
-  return std::sqrt(sum_sq.item<double>() / static_cast<double>(std::max<int64_t>(n, 1)));
-}
-
 // A tolerance for a parameter's adjoint: the state's when it is one value, else its
 // largest (per-element tolerances are laid out like the state, not like theta).
 at::Tensor param_tol(const at::Tensor& tol, const at::Tensor& like) {
@@ -55,9 +50,9 @@ double ForwardSystem::attempt(const Step& step) {
             [&](int, const at::Tensor& time, const std::vector<at::Tensor>& x) {
               return std::vector<at::Tensor>{f_(time, x[0])};
             });
-  auto [z1, sum_sq] = loop_.finish(step, parts[0], st_.k[0], st_.factor, plan_.rtol, plan_.atol);
+  auto [z1, error] = loop_.finish(step, parts[0], st_.k[0], st_.factor, plan_);
   z1_ = std::move(z1);
-  return sum_sq.defined() ? rms_ratio(sum_sq, z_.numel()) : 0.0;
+  return loop_.tableau().adaptive ? error_ratio(plan_, {error}) : 0.0;
 }
 
 at::Tensor ForwardSystem::f_end(const Step& step) {
@@ -127,17 +122,16 @@ double AdjointSystem::attempt(const Step& step) {
               side_.push_back({v.wt, std::move(v.wp)});
               return std::vector<at::Tensor>{v.f, v.wz.defined() ? v.wz : at::zeros_like(x[1])};
             });
-  auto [z1, sq_z] = loop_.finish(step, parts[0], st_.k[0], st_.factor, plan_.rtol, plan_.atol);
-  auto [a1, sq_a] = loop_.finish(step, parts[1], st_.k[1], st_.factor, plan_.rtol, plan_.atol);
+  auto [z1, error_z] = loop_.finish(step, parts[0], st_.k[0], st_.factor, plan_);
+  auto [a1, error_a] = loop_.finish(step, parts[1], st_.k[1], st_.factor, plan_);
   z1_ = std::move(z1);
   a1_ = std::move(a1);
   d_params_.clear();
-  if (!sq_z.defined()) return 0.0;  // fixed step: no estimate
+  if (!loop_.tableau().adaptive) return 0.0;  // fixed step: no estimate
 
   // A mixed norm, as torchdiffeq's: the largest of the RMS ratios of z, of a and (full
   // norm) of each parameter's adjoint, so that no part dilutes another.
-  std::vector<at::Tensor> mean_sq{sq_z / static_cast<double>(std::max<int64_t>(z_.numel(), 1)),
-                                  sq_a / static_cast<double>(std::max<int64_t>(a_.numel(), 1))};
+  std::vector<PartError> errors{std::move(error_z), std::move(error_a)};
   if (!seminorm_) {
     // dL/dtheta's update and error estimate, outside the state:
     // d = -sum_j b_j w_j (dt a_j . df/dtheta), err = -sum_j e_j w_j (...).
@@ -156,12 +150,19 @@ double AdjointSystem::attempt(const Step& step) {
         const at::Tensor a_p = a_params_[p].detach(), new_p = a_p + upd.detach();
         const at::Tensor scale = param_tol(plan_.atol, err) +
                                  param_tol(plan_.rtol, err) * a_p.abs().maximum(new_p.abs());
-        mean_sq.push_back((err / scale).pow(2).mean().to(at::kDouble));
+        const at::Tensor q = err / scale;
+        PartError pe;
+        if (plan_.norm) {
+          pe.scaled = q;
+        } else {
+          pe.mean_sq.push_back(q.pow(2).mean().to(at::kDouble));
+        }
+        errors.push_back(std::move(pe));
       }
       d_params_.push_back(std::move(upd));
     }
   }
-  return std::sqrt(at::stack(mean_sq).max().item<double>());
+  return error_ratio(plan_, errors);
 }
 
 void AdjointSystem::commit(const Step& step) {

@@ -27,6 +27,7 @@ from __future__ import annotations
 import math
 import functools
 import inspect
+import warnings
 from typing import Callable, Optional, Sequence, Union
 
 import torch
@@ -35,6 +36,7 @@ from torch import Tensor, nn
 from . import _C
 from . import _ops  # noqa: F401  (the fused ops' fake kernels, for torch.compile)
 from .odef import ODEF
+from .state import StateLayout
 from .spec import ADAPTIVE_METHODS, ATOL, FIXED_STEP_METHODS, GRADIENT_MODES, METHODS, RTOL, build_spec
 from .stats import SolverStats
 
@@ -50,21 +52,30 @@ def _as_callable(func) -> Callable[[Tensor, Tensor], Tensor]:
     return func
 
 
-def _check_state_and_times(y0, t) -> None:
-    if not isinstance(y0, Tensor):
-        raise TypeError(f"y0 must be a torch.Tensor, got {type(y0).__name__}")
-    if y0.dtype not in (torch.float32, torch.float64):
-        raise TypeError(f"y0 must be float32 or float64, got {y0.dtype}; convert it with y0.float() or y0.double()")
+def _prepare_times(t, layout: StateLayout) -> Tensor:
+    """``t`` checked and brought to torchdiffeq's rules: on the state's device (moved with
+    torchdiffeq's warning), and at least as precise as the state (the solver's clock is
+    float64 on the host anyway; ``f`` sees times in the state's dtype, see ``_times_for``)."""
     if not isinstance(t, Tensor):
-        raise TypeError(f"t must be a torch.Tensor, got {type(t).__name__}")
+        raise TypeError(f"t must be a torch.Tensor, got {type(t).__name__}; e.g. torch.as_tensor(t)")
     if not t.is_floating_point():
-        raise TypeError(f"t must be a floating-point tensor, got {t.dtype}; use t.to(y0.dtype)")
-    if torch.finfo(t.dtype).eps > torch.finfo(y0.dtype).eps:
-        raise TypeError(
-            f"t is {t.dtype} but y0 is {y0.dtype}: time must be at least as precise as the state; use t.to(y0.dtype)"
-        )
-    if t.device != y0.device:
-        raise ValueError(f"t is on {t.device} but y0 is on {y0.device}; move t with t.to(y0.device)")
+        raise TypeError(f"t must be a floating-point tensor, got {t.dtype}; use t.float() or t.double()")
+    if t.device != layout.device:
+        warnings.warn("t is not on the same device as y0. Coercing to y0.device.")
+        t = t.to(layout.device)
+    per_sample = t.dim() == 3
+    if per_sample and layout.is_tuple:
+        raise ValueError("per-sample times (T, batch, 1) need y0 to be one tensor with the batch first, not a tuple")
+    if per_sample:
+        # Per-sample step sizes enter the kernels as a weight per row: in the state's dtype.
+        t = t.to(layout.dtype)
+    elif t.dtype != torch.promote_types(t.dtype, layout.dtype):
+        t = t.to(torch.promote_types(t.dtype, layout.dtype))
+    return t
+
+
+def _check_state_and_times(y0: Tensor, t: Tensor) -> None:
+    """Checks of the engine's buffer ``y0`` and the times."""
     if not (t.dim() == 1 or (t.dim() == 3 and y0.dim() >= 1 and t.shape[1:] == (y0.shape[0], 1))):
         expected = f"(T,) or (T, {y0.shape[0]}, 1)" if y0.dim() >= 1 else "(T,)"
         raise ValueError(f"t must have shape {expected} for y0 of shape {tuple(y0.shape)}, got {tuple(t.shape)}")
@@ -93,6 +104,40 @@ def _check_state_and_times(y0, t) -> None:
     # unlike isfinite(y0).all() no bool tensor of y0's size is made (~10x cheaper).
     if y0.numel() > 0 and not bool(torch.isfinite(torch.stack(torch.aminmax(y0.detach()))).all()):
         raise ValueError("y0 contains NaN or Inf; the initial state must be finite")
+
+
+def _times_for(f: Callable, dtype: torch.dtype, t_dtype: torch.dtype) -> Callable:
+    """``f`` called with times in the state's dtype (torchdiffeq's rule: the user's layers
+    see one dtype) while the solver keeps its clock in ``t_dtype``."""
+    if t_dtype == dtype:
+        return f
+
+    def cast(t: Tensor, y: Tensor):
+        return f(t.to(dtype), y)
+
+    cast.__wrapped__ = f
+    return cast
+
+
+def _time_gradient_by_shift(solve: Callable, f: Callable, y0: Tensor, t: Tensor) -> Tensor:
+    """``solve(y0, t)`` made differentiable in ``t`` for solvers whose steps do not carry
+    it (adaptive steps on a host clock): dL/dt from the ODE itself,
+
+        dL/dt_i = <dL/dy(t_i), f(t_i, y_i)>  (i > 0),
+        dL/dt_0 = -<a(t_0), f(t_0, y_0)> with a(t_0) the gradient reaching y_0 from later times,
+
+    obtained with no change of any value: the solve starts from
+    ``y0 - (t_0 - stop(t_0)) f_0`` and each output gets ``+ (t_i - stop(t_i)) f_i``
+    (both terms are 0; their derivatives are the formulas above). Costs one evaluation
+    of f per output time."""
+    t_const = t.detach()
+    with torch.no_grad():
+        f0 = f(t_const[0], y0.detach())
+    ys = solve(y0 - (t[0] - t_const[0]) * f0, t_const)
+    with torch.no_grad():
+        fs = torch.stack([f0] + [f(t_const[i], ys[i].detach()) for i in range(1, len(t))])
+    shift = (t - t_const).reshape(-1, *([1] * y0.dim()))
+    return ys + shift * fs
 
 
 class _Solve(torch.autograd.Function):
@@ -170,11 +215,19 @@ def _modules_of(func) -> list:
     return []
 
 
+def _module_parameters(module: nn.Module) -> list:
+    """A module's parameters, also inside an ``nn.DataParallel`` replica, whose parameters
+    are plain tensor attributes (not registered: ``parameters()`` is empty there)."""
+    if not getattr(module, "_is_replica", False):
+        return list(module.parameters())
+    return [v for m in module.modules() for v in vars(m).values() if isinstance(v, Tensor) and v.requires_grad]
+
+
 def _adjoint_params(func, adjoint_params) -> tuple:
     """The tensors ``"adjoint"``/``"checkpoint"`` differentiate besides y0 and t: the given
     ones, else the parameters of the modules ``func`` is made of; each once."""
     if adjoint_params is None:
-        adjoint_params = [p for m in _modules_of(func) for p in m.parameters()]
+        adjoint_params = [p for m in _modules_of(func) for p in _module_parameters(m)]
     unique = {id(p): p for p in adjoint_params if isinstance(p, Tensor) and p.requires_grad}
     return tuple(unique.values())
 
@@ -245,27 +298,45 @@ def odeint(
     """
     if gradient not in GRADIENT_MODES:
         raise ValueError(f"gradient must be one of {', '.join(map(repr, GRADIENT_MODES))}, got {gradient!r}")
-    _check_state_and_times(y0, t)
-    f = _as_callable(func)
+    layout = StateLayout(y0)
+    t = _prepare_times(t, layout)
+    y = layout.pack(y0)
+    _check_state_and_times(y, t)
+    f = layout.wrap(_times_for(_as_callable(func), layout.dtype, t.dtype))
     if stats is not None and not isinstance(stats, SolverStats):
         raise TypeError(f"stats must be a neuralode.SolverStats, got {type(stats).__name__}")
     if gradient == "backprop" and adjoint_params is not None:
         raise ValueError("adjoint_params needs gradient='adjoint' or 'checkpoint'")
+    params = _adjoint_params(func, adjoint_params) if gradient != "backprop" else ()
     spec = build_spec(
-        y0, t, method=method, rtol=rtol, atol=atol, options=options, gradient=gradient,
-        adjoint_method=adjoint_method, adjoint_rtol=adjoint_rtol, adjoint_atol=adjoint_atol,
-        adjoint_options=adjoint_options,
+        y, t, method=method, rtol=layout.tolerance(rtol, "rtol"), atol=layout.tolerance(atol, "atol"),
+        options=options, gradient=gradient, adjoint_method=adjoint_method,
+        adjoint_rtol=None if adjoint_rtol is None else layout.tolerance(adjoint_rtol, "adjoint_rtol"),
+        adjoint_atol=None if adjoint_atol is None else layout.tolerance(adjoint_atol, "adjoint_atol"),
+        adjoint_options=adjoint_options, layout=layout, n_params=len(params),
     )
     if gradient == "backprop":
-        ys, raw, _ = _C.solve(spec, f, y0, t, torch.is_grad_enabled())
-        if stats is not None:
-            stats.add_forward(raw)
-        return ys
-    params = _adjoint_params(func, adjoint_params)
-    # Without adjoint_params, f's first graph is searched for tensors that require grad
-    # outside the parameters found: their gradient would be lost (an error naming the fix).
-    check = adjoint_params is None and torch.is_grad_enabled()
-    return _Solve.apply(f, spec, stats, check, _modules_of(func), y0, t, *params)
+        def solve(y_start, times):
+            ys, raw, _ = _C.solve(spec, f, y_start, times, torch.is_grad_enabled())
+            if stats is not None:
+                stats.add_forward(raw)
+            return ys
+    else:
+        # Without adjoint_params, f's first graph is searched for tensors that require grad
+        # outside the parameters found: their gradient would be lost (an error naming the fix).
+        check = adjoint_params is None and torch.is_grad_enabled()
+        modules = _modules_of(func)
+
+        def solve(y_start, times):
+            return _Solve.apply(f, spec, stats, check, modules, y_start, times, *params)
+    # Adaptive steps on a 1-D (host) clock carry no graph to t: outside the adjoint, which
+    # has its own time terms, dL/dt comes from the ODE (_time_gradient_by_shift).
+    if (t.requires_grad and torch.is_grad_enabled() and t.dim() == 1 and spec.forward.adaptive
+            and gradient != "adjoint"):
+        ys = _time_gradient_by_shift(solve, f, y, t)
+    else:
+        ys = solve(y, t)
+    return layout.unpack_trajectory(ys)
 
 
 def odeint_adjoint(

@@ -144,8 +144,9 @@ def _fixed_plan(method: str, options: dict, t: Tensor, name: str):
     )
 
 
-def _adaptive_plan(method: str, rtol, atol, options: dict, y0: Tensor, t: Tensor, name: str, adjoint: bool):
-    allowed = ADAPTIVE_OPTIONS + (("norm",) if adjoint else ())
+def _adaptive_plan(method: str, rtol, atol, options: dict, y0: Tensor, t: Tensor, name: str, adjoint: bool,
+                   segments=(), norm_wrapper=None):
+    allowed = ADAPTIVE_OPTIONS + ("norm",)
     unknown = sorted(set(options) - set(allowed))
     if unknown:
         raise ValueError(
@@ -178,8 +179,17 @@ def _adaptive_plan(method: str, rtol, atol, options: dict, y0: Tensor, t: Tensor
             "no step with any error could be accepted; give atol > 0 (the error allowed near zero)"
         )
     norm = options.get("norm", NORMS[0])
-    if norm not in NORMS:
-        raise ValueError(f"{name}: 'norm' must be 'full' or 'seminorm', got {norm!r}")
+    user_norm = None
+    if callable(norm):
+        # A user's norm of the scaled error, called as torchdiffeq calls it (the wrapper
+        # lays the engine's tensors out as the user's state).
+        user_norm = norm_wrapper(norm) if norm_wrapper is not None else (lambda q, _n=norm: _n(q[0]))
+        norm = NORMS[0]
+    elif "norm" in options and (not adjoint or norm not in NORMS):
+        raise ValueError(
+            f"{name}: 'norm' must be a callable of the scaled error"
+            + (" or 'full' or 'seminorm'" if adjoint else "") + f", got {norm!r}"
+        )
     plan = _C.StepPlan(
         method=method, grid="subdivide", step=math.inf,
         rtol=rtol_t, atol=atol_t,
@@ -188,7 +198,10 @@ def _adaptive_plan(method: str, rtol, atol, options: dict, y0: Tensor, t: Tensor
         first_step=first_step, min_step=float(min_step),
         max_step=max_step,
         max_num_steps=_max_num_steps(options, name), step_t=step_t,
-        atol_has_zero=_has_zero(atol),
+        atol_has_zero=_has_zero(atol), segments=list(segments), norm=user_norm,
+        # The adjoint's first step is chosen on [z] alone: a user's adjoint norm takes the
+        # whole augmented state, so the first step uses the built-in norm there.
+        norm_first_step=not adjoint,
     )
     return plan, norm
 
@@ -206,9 +219,17 @@ def build_spec(
     adjoint_rtol,
     adjoint_atol,
     adjoint_options: Optional[dict],
+    layout=None,
+    n_params: int = 0,
 ):
     """The ``_C.SolveSpec`` of one ``odeint`` call, every argument checked (errors name
-    the argument and what to change)."""
+    the argument and what to change).
+
+    ``y0`` is the engine's buffer; ``layout`` (a :class:`neuralode.state.StateLayout`)
+    says how the user's state lies in it: its pieces get the mixed norm, and a user's
+    ``norm`` is called on the scaled error laid out like the user's state (torchdiffeq's
+    convention; the adjoint's on ``(t, *y, *adj_y, *adj_params)``, ``n_params`` of them).
+    """
     if gradient not in GRADIENT_MODES:
         raise ValueError(f"gradient must be one of {', '.join(map(repr, GRADIENT_MODES))}, got {gradient!r}")
     adjoint_given = (adjoint_method, adjoint_rtol, adjoint_atol, adjoint_options) != (None,) * 4
@@ -219,13 +240,11 @@ def build_spec(
                          "adjoint_options need gradient='adjoint'")
     method = check_method(method, "method")
     options = dict(options or {})
+    segments = layout.segments if layout is not None else []
+    forward_norm = layout.user_norm if layout is not None else None
     if method in ADAPTIVE_METHODS:
-        forward, _ = _adaptive_plan(method, rtol, atol, options, y0, t, "options", adjoint=False)
-        if gradient != "adjoint" and t.dim() == 1 and t.requires_grad and torch.is_grad_enabled():
-            raise ValueError(
-                f"gradients w.r.t. t with an adaptive method need gradient='adjoint' (got {gradient!r}); "
-                "pass t.detach() or use the adjoint"
-            )
+        forward, _ = _adaptive_plan(method, rtol, atol, options, y0, t, "options", adjoint=False,
+                                    segments=segments, norm_wrapper=forward_norm)
     else:
         for value, name in ((rtol, "rtol"), (atol, "atol")):
             tolerance(value, y0, name)
@@ -234,24 +253,24 @@ def build_spec(
         return _C.SolveSpec(forward=forward, backward=forward, gradient=gradient, seminorm=False)
 
     adjoint_method = check_method(adjoint_method if adjoint_method is not None else method, "adjoint_method")
-    if (adjoint_method in ADAPTIVE_METHODS) != (method in ADAPTIVE_METHODS):
-        raise ValueError(
-            "adjoint_method: an adaptive forward solve needs an adaptive adjoint_method"
-            if method in ADAPTIVE_METHODS
-            else "adjoint_method: a fixed-step forward solve needs a fixed-step adjoint_method"
-        )
+    if adjoint_options is None:
+        if (adjoint_method in ADAPTIVE_METHODS) != (method in ADAPTIVE_METHODS) and options:
+            # torchdiffeq's rule: the forward's options need not mean anything to another method.
+            raise ValueError(
+                f"adjoint_method={adjoint_method!r} is not of the forward method's kind ({method!r}) and options "
+                "were given: pass adjoint_options as well (the forward's options cannot be carried over)"
+            )
+        # The forward's first step and norm say nothing about the backward solve's.
+        adjoint_options = {k: v for k, v in options.items() if k not in ("first_step", "norm")}
     if adjoint_method in ADAPTIVE_METHODS:
-        if adjoint_options is None:
-            # The forward's first step says nothing about the backward solve's.
-            adjoint_options = {k: v for k, v in options.items() if k != "first_step"}
+        adjoint_norm = (lambda norm: layout.user_adjoint_norm(norm, n_params)) if layout is not None else None
         backward, norm = _adaptive_plan(
             adjoint_method, rtol if adjoint_rtol is None else adjoint_rtol,
             atol if adjoint_atol is None else adjoint_atol, dict(adjoint_options), y0, t,
-            "adjoint_options", adjoint=True,
+            "adjoint_options", adjoint=True, segments=segments, norm_wrapper=adjoint_norm,
         )
         return _C.SolveSpec(forward=forward, backward=backward, gradient=gradient, seminorm=norm == "seminorm")
     if adjoint_rtol is not None or adjoint_atol is not None:
-        raise ValueError("adjoint_rtol/adjoint_atol apply to adaptive methods only")
-    backward = _fixed_plan(adjoint_method, dict(adjoint_options if adjoint_options is not None else options),
-                           t, "adjoint_options")
+        raise ValueError("adjoint_rtol/adjoint_atol apply to adaptive adjoint methods only")
+    backward = _fixed_plan(adjoint_method, dict(adjoint_options), t, "adjoint_options")
     return _C.SolveSpec(forward=forward, backward=backward, gradient=gradient, seminorm=False)

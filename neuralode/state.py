@@ -1,0 +1,201 @@
+"""How a user's state lies in the engine's buffer: tensors, tuples and complex numbers.
+
+The C++ loop steps one real tensor. A user's state may be
+
+* one real tensor (float32/float64, any shape): stepped as it is, nothing copied;
+* one complex tensor (complex64/complex128): stepped as its real view
+  ``(*shape, 2)`` (``torch.view_as_real``, no copy), so that every kernel, the
+  adjoint and the checkpoint see a real state. For a holomorphic or not ``f`` alike,
+  ``d/dt [Re y, Im y] = [Re f, Im f]`` is the same ODE; gradients come back in
+  PyTorch's convention for complex tensors (``dL/dRe + i dL/dIm``);
+* a tuple of tensors (torchdiffeq's tupled state, e.g. ``(z, logp)``): each
+  flattened (complex ones through their real view) and joined into one flat real
+  buffer **once per solve**; ``f`` receives views into the stage's buffer and its
+  tuple of derivatives is joined back (one copy per evaluation, as torchdiffeq).
+  The error norm is torchdiffeq's mixed norm: the largest RMS over the tuple's
+  tensors (``StepPlan.segments``), so that a one-element ``logp`` is not diluted
+  by a large ``z``.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Optional, Sequence, Tuple, Union
+
+import torch
+from torch import Tensor
+
+__all__ = ["StateLayout", "REAL_DTYPES", "COMPLEX_DTYPES"]
+
+REAL_DTYPES = (torch.float32, torch.float64)
+COMPLEX_DTYPES = (torch.complex64, torch.complex128)
+
+State = Union[Tensor, Tuple[Tensor, ...]]
+
+
+def _real_dtype(dtype: torch.dtype) -> torch.dtype:
+    return {torch.complex64: torch.float32, torch.complex128: torch.float64}.get(dtype, dtype)
+
+
+def _check_tensor(x, name: str) -> None:
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor or a tuple of tensors, got {type(x).__name__}")
+    if x.dtype not in REAL_DTYPES + COMPLEX_DTYPES:
+        raise TypeError(
+            f"{name} must be float32, float64, complex64 or complex128, got {x.dtype}; "
+            "convert it with .float() or .double()"
+        )
+
+
+class StateLayout:
+    """The map between a user's state (tensor, complex tensor or tuple) and the engine's
+    real buffer; see the module docstring. ``identity`` when the state is one real tensor."""
+
+    def __init__(self, y0: State):
+        self.is_tuple = isinstance(y0, (tuple, list))
+        if self.is_tuple:
+            if len(y0) == 0:
+                raise ValueError("y0 is an empty tuple; give at least one tensor")
+            for i, x in enumerate(y0):
+                _check_tensor(x, f"y0[{i}]")
+            reals = {_real_dtype(x.dtype) for x in y0}
+            if len(reals) > 1:
+                raise TypeError(
+                    f"the tensors of a tuple y0 must share one precision, got {[x.dtype for x in y0]}; "
+                    "convert them all with .float() or .double()"
+                )
+            devices = {x.device for x in y0}
+            if len(devices) > 1:
+                raise ValueError(f"the tensors of a tuple y0 must be on one device, got {sorted(map(str, devices))}")
+            parts = tuple(y0)
+        else:
+            _check_tensor(y0, "y0")
+            parts = (y0,)
+        self.shapes = [x.shape for x in parts]
+        self.complex = [x.is_complex() for x in parts]
+        self.dtypes = [x.dtype for x in parts]
+        self.dtype = _real_dtype(parts[0].dtype)  # the buffer's (real) dtype
+        self.device = parts[0].device
+        self.is_complex = any(self.complex)
+        self.identity = not self.is_tuple and not self.is_complex
+        # Real elements of each piece of the flat buffer (a complex element is two).
+        self.numels = [x.numel() * (2 if c else 1) for x, c in zip(parts, self.complex)]
+
+    # ------------------------------------------------------------------ state
+
+    @property
+    def segments(self) -> list:
+        """Element counts of the flat buffer's pieces (the mixed norm's), or [] for one piece."""
+        return list(self.numels) if self.is_tuple and len(self.numels) > 1 else []
+
+    def pack(self, y: State) -> Tensor:
+        """The engine's buffer of a state (differentiable; no copy for one tensor)."""
+        if self.identity:
+            return y
+        if not self.is_tuple:
+            return torch.view_as_real(y)
+        return torch.cat([self._flat_real(x) for x in y])
+
+    @staticmethod
+    def _flat_real(x: Tensor) -> Tensor:
+        return (torch.view_as_real(x) if x.is_complex() else x).reshape(-1)
+
+    def unpack(self, buffer: Tensor, lead: Sequence[int] = ()) -> State:
+        """The user's state from a buffer with leading dimensions ``lead`` (views)."""
+        if self.identity:
+            return buffer
+        if not self.is_tuple:
+            return torch.view_as_complex(buffer)
+        out, offset = [], 0
+        for shape, is_c, n in zip(self.shapes, self.complex, self.numels):
+            piece = buffer[..., offset:offset + n]
+            offset += n
+            if is_c:
+                piece = torch.view_as_complex(piece.reshape((*lead, *shape, 2)))
+            else:
+                piece = piece.reshape((*lead, *shape))
+            out.append(piece)
+        return tuple(out)
+
+    def unpack_trajectory(self, ys: Tensor) -> State:
+        """``(T, *state)`` outputs from the engine's ``(T, *buffer)``."""
+        if self.identity:
+            return ys
+        if not self.is_tuple:
+            return torch.view_as_complex(ys)
+        return self.unpack(ys, lead=(ys.shape[0],))
+
+    def pack_derivative(self, out, t) -> Tensor:
+        """f's result as a buffer like the state's, with errors naming what is wrong."""
+        if not self.is_tuple:
+            if not isinstance(out, Tensor):
+                raise TypeError(f"func must return a torch.Tensor, got {type(out).__name__}")
+            if out.shape != self.shapes[0]:
+                raise ValueError(f"func returned shape {tuple(out.shape)} at t={float(t):g}; "
+                                 f"the state has shape {tuple(self.shapes[0])}")
+            return torch.view_as_real(out.to(self.dtypes[0])) if self.is_complex else out
+        if not isinstance(out, (tuple, list)) or len(out) != len(self.shapes):
+            got = f"a {type(out).__name__}" + (f" of {len(out)}" if isinstance(out, (tuple, list)) else "")
+            raise TypeError(f"func must return a tuple of {len(self.shapes)} tensors like y0, got {got}")
+        pieces = []
+        for i, (x, shape, dtype) in enumerate(zip(out, self.shapes, self.dtypes)):
+            if not isinstance(x, Tensor):
+                raise TypeError(f"func's result [{i}] must be a torch.Tensor, got {type(x).__name__}")
+            if x.numel() != shape.numel():
+                raise ValueError(f"func's result [{i}] has shape {tuple(x.shape)}; y0[{i}] has shape {tuple(shape)}")
+            pieces.append(self._flat_real(x.to(dtype) if x.dtype != dtype else x))
+        return torch.cat(pieces)
+
+    def wrap(self, f: Callable) -> Callable:
+        """``f(t, user state) -> user derivative`` as ``f(t, buffer) -> buffer``."""
+        if self.identity:
+            return f
+
+        def packed(t: Tensor, y: Tensor) -> Tensor:
+            return self.pack_derivative(f(t, self.unpack(y)), t)
+
+        packed.__wrapped__ = f  # the user's function (its modules and parameters)
+        return packed
+
+    # ------------------------------------------------------------------ tolerances and norms
+
+    def tolerance(self, tol, name: str):
+        """A tuple of per-tensor tolerances as one per buffer element (torchdiffeq's tupled
+        rtol/atol); anything else as it is (numbers and tensors broadcast later)."""
+        if not isinstance(tol, (tuple, list)):
+            if isinstance(tol, Tensor) and tol.numel() > 1 and not self.identity:
+                if not self.is_tuple:  # a complex state: the same tolerance for Re and Im
+                    return torch.view_as_real(torch.broadcast_to(tol, self.shapes[0]).to(self.dtypes[0]).clone())
+                raise ValueError(f"{name}: for a tuple y0 give a tuple of tolerances, one per tensor")
+            return tol
+        if not self.is_tuple or len(tol) != len(self.shapes):
+            raise ValueError(f"{name}: a tuple of tolerances needs a tuple y0 of the same length "
+                             f"({len(tol)} tolerances, y0 {'has ' + str(len(self.shapes)) if self.is_tuple else 'is a tensor'})")
+        pieces = []
+        for i, (value, n) in enumerate(zip(tol, self.numels)):
+            v = torch.as_tensor(value, dtype=self.dtype, device=self.device)
+            if v.numel() != 1:
+                raise ValueError(f"{name}[{i}] must be one number per tensor of y0, got shape {tuple(v.shape)}")
+            pieces.append(v.reshape(1).expand(n))
+        return torch.cat(pieces)
+
+    def user_norm(self, norm: Callable) -> Callable:
+        """A user's forward norm, called as torchdiffeq calls it: on the scaled error laid
+        out like y0 (a tuple for a tuple state)."""
+        def call(scaled):
+            (q,) = scaled
+            return norm(self.unpack(q))
+        return call
+
+    def user_adjoint_norm(self, norm: Callable, n_params: int) -> Callable:
+        """A user's adjoint norm, called as torchdiffeq calls it: on
+        ``(t, *y, *adj_y, *adj_params)`` scaled errors (the time adjoint is kept outside
+        the state here: its entry is 0)."""
+        def call(scaled):
+            q_z, q_a, *q_params = scaled
+            zero = q_z.new_zeros(())
+            y = self.unpack(q_z)
+            a = self.unpack(q_a)
+            y = y if self.is_tuple else (y,)
+            a = a if self.is_tuple else (a,)
+            return norm((zero, *y, *a, *q_params))
+        return call
