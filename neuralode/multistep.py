@@ -75,8 +75,9 @@ MULTISTEP_METHODS = ("explicit_adams", "implicit_adams", "fixed_adams")
 #: The options :func:`solve_multistep` reads; the caller warns about any other key.
 MULTISTEP_OPTIONS = ("step_size", "grid_constructor", "interp", "perturb", "max_order", "max_iters")
 
-#: Largest ``max_order`` (torchdiffeq's limit) and the smallest that still runs.
+#: Largest ``max_order`` (torchdiffeq's limit: its coefficient tables stop there).
 MAX_ORDER = 12
+#: Smallest ``max_order``: the history must hold at least the current derivative.
 _MIN_MAX_ORDER = 2
 #: Below this ``max_order`` only warm-up (RK4) steps are ever taken.
 _ADAMS_MIN_ORDER = 4
@@ -504,10 +505,15 @@ def solve_multistep(method: str, func: Callable, y0: Tensor, t: Tensor, *, rtol,
             y0, or flat with y0's number of elements); unused by ``explicit_adams``.
         options: ``step_size`` (a uniform grid ``t[0] + k step_size`` ending at t[-1]),
             ``grid_constructor`` (``(func, y0, t) -> grid`` from t[0] to t[-1]; exclusive
-            with step_size), neither (the grid is t); ``interp`` (``"linear"`` or
-            ``"cubic"``, outputs between grid points); ``perturb`` (bool);
-            ``max_order`` (2..12, default 12); ``max_iters`` (corrector iterations, >= 1,
-            default 4). Other keys are ignored.
+            with step_size), neither (the grid is t); ``interp`` (``"linear"``, default, or
+            ``"cubic"``: Hermite with f at both ends of the step, for outputs between grid
+            points); ``perturb`` (default False; True evaluates f(t_n, y_n) at the float next
+            to t_n towards t_{n+1}, and the last RK4 stage and the corrector at the float
+            next to t_{n+1} towards t_n, in y0's dtype, so that an f with jumps at grid
+            points sees the values of the step's own side); ``max_order`` (2..12, default
+            12; below 4 every step is an RK4 step, with a warning); ``max_iters``
+            (corrector iterations, >= 1, default 4; read but unused by explicit_adams, as in
+            torchdiffeq). Other keys are ignored.
 
     Returns:
         ``(ys, nfe)``: ``ys`` of shape ``(len(t), *y0.shape)`` with ``ys[0] = y0``,
