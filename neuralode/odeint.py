@@ -34,6 +34,7 @@ import torch
 from torch import Tensor, nn
 
 from . import _C
+from . import python_methods
 from . import _ops  # noqa: F401  (the fused ops' fake kernels, for torch.compile)
 from .odef import ODEF
 from .state import StateLayout
@@ -146,8 +147,12 @@ class _Solve(torch.autograd.Function):
     checkpoint tape), which returns dL/dy0, dL/dt and dL/dparams."""
 
     @staticmethod
-    def forward(ctx, f, spec, stats, check_params, modules, y0, t, *param_tensors):
-        ys, raw, tape = _C.solve(spec, f, y0, t, False, list(param_tensors), check_params)
+    def forward(ctx, f, spec, stats, check_params, modules, run, y0, t, *param_tensors):
+        if run is None:
+            ys, raw, tape = _C.solve(spec, f, y0, t, False, list(param_tensors), check_params)
+        else:  # a method outside the engine (neuralode.python_methods): its forward, our adjoint
+            ys, raw = run(f, y0, t)
+            tape = None
         if stats is not None:
             stats.add_forward(raw)
         ctx.f, ctx.spec, ctx.stats, ctx.tape, ctx.modules = f, spec, stats, tape, modules
@@ -160,7 +165,7 @@ class _Solve(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_ys):
-        need_t = ctx.needs_input_grad[6]
+        need_t = ctx.needs_input_grad[7]
         t, ys_or_y0, *params = ctx.saved_tensors
         # The backward evaluates f again: it must not move module state (BatchNorm's
         # running statistics) that the forward's evaluations already moved.
@@ -180,7 +185,7 @@ class _Solve(torch.autograd.Function):
                 b.copy_(k)
         if ctx.stats is not None:
             ctx.stats.add_backward(raw)
-        return (None, None, None, None, None, grad_y0, grad_t if need_t else None, *grad_params)
+        return (None, None, None, None, None, None, grad_y0, grad_t if need_t else None, *grad_params)
 
 
 def _checkpoint_second_order(ctx, y0, t, params, grad_ys, need_t):
@@ -308,6 +313,12 @@ def odeint(
     if gradient == "backprop" and adjoint_params is not None:
         raise ValueError("adjoint_params needs gradient='adjoint' or 'checkpoint'")
     params = _adjoint_params(func, adjoint_params) if gradient != "backprop" else ()
+    if method in python_methods.PYTHON_METHODS:
+        return _odeint_python_method(
+            f, func, layout, y, t, method, layout.tolerance(rtol, "rtol"), layout.tolerance(atol, "atol"),
+            dict(options or {}), gradient, params, adjoint_params, adjoint_method, adjoint_rtol, adjoint_atol,
+            adjoint_options, stats,
+        )
     spec = build_spec(
         y, t, method=method, rtol=layout.tolerance(rtol, "rtol"), atol=layout.tolerance(atol, "atol"),
         options=options, gradient=gradient, adjoint_method=adjoint_method,
@@ -328,7 +339,7 @@ def odeint(
         modules = _modules_of(func)
 
         def solve(y_start, times):
-            return _Solve.apply(f, spec, stats, check, modules, y_start, times, *params)
+            return _Solve.apply(f, spec, stats, check, modules, None, y_start, times, *params)
     # Adaptive steps on a 1-D (host) clock carry no graph to t: outside the adjoint, which
     # has its own time terms, dL/dt comes from the ODE (_time_gradient_by_shift).
     if (t.requires_grad and torch.is_grad_enabled() and t.dim() == 1 and spec.forward.adaptive
@@ -336,6 +347,36 @@ def odeint(
         ys = _time_gradient_by_shift(solve, f, y, t)
     else:
         ys = solve(y, t)
+    return layout.unpack_trajectory(ys)
+
+
+def _odeint_python_method(f, func, layout, y, t, method, rtol, atol, options, gradient, params, adjoint_params,
+                          adjoint_method, adjoint_rtol, adjoint_atol, adjoint_options, stats):
+    """``odeint`` for the methods outside the engine (see :mod:`neuralode.python_methods`)."""
+    python_methods.warn_unknown(method, options)
+    run = python_methods.solver(method, rtol, atol, options)
+    if gradient == "checkpoint":
+        raise ValueError(f"gradient='checkpoint' replays Runge-Kutta steps; method={method!r} is not one: "
+                         "use gradient='backprop' or 'adjoint'")
+    if gradient == "backprop":
+        if method == "scipy_solver" and torch.is_grad_enabled() and (y.requires_grad or t.requires_grad):
+            raise ValueError("method='scipy_solver' runs in numpy: autograd cannot differentiate it; "
+                             "use gradient='adjoint' (or odeint_adjoint), or detach y0 and t")
+        ys, raw = run(f, y, t)
+        if stats is not None:
+            stats.add_forward(raw)
+        return layout.unpack_trajectory(ys)
+    backward_method = adjoint_method if adjoint_method is not None else python_methods.DEFAULT_ADJOINT_METHOD[method]
+    if adjoint_options is None:
+        adjoint_options = python_methods.adjoint_options_from(method, options)
+    spec = build_spec(
+        y, t, method=backward_method, rtol=rtol, atol=atol, options=adjoint_options, gradient="adjoint",
+        adjoint_method=backward_method,
+        adjoint_rtol=None if adjoint_rtol is None else layout.tolerance(adjoint_rtol, "adjoint_rtol"),
+        adjoint_atol=None if adjoint_atol is None else layout.tolerance(adjoint_atol, "adjoint_atol"),
+        adjoint_options=adjoint_options, layout=layout, n_params=len(params),
+    )
+    ys = _Solve.apply(f, spec, stats, False, _modules_of(func), run, y, t, *params)
     return layout.unpack_trajectory(ys)
 
 
