@@ -9,11 +9,13 @@ PyTorch as the oracle (import it explicitly: the library itself does not use it)
 from .module import NeuralODE
 from .odeint import ADAPTIVE_METHODS, FIXED_STEP_METHODS, GRADIENT_MODES, METHODS, odeint, odeint_adjoint
 from .odef import ODEF
+from .dense import odeint_dense
 from .stats import SolverStats
 
 __all__ = [
     "odeint",
     "odeint_adjoint",
+    "odeint_dense",
     "NeuralODE",
     "ODEF",
     "SolverStats",
