@@ -259,9 +259,15 @@ def odeint(
     Args:
         func: the dynamics, a callable ``func(t, y)`` (torchdiffeq convention) or an
             :class:`neuralode.ODEF` module (``forward(z, t)``, the paper's convention).
-        y0: initial state, float32 or float64, any shape. With per-sample times its
-            first dimension is the batch.
-        t: observation times, strictly increasing or decreasing: 1-D ``(T,)``, passed to
+        y0: initial state: a float32/float64/complex64/complex128 tensor of any shape,
+            or a tuple of such tensors (one precision and device; ``func`` then takes and
+            returns tuples, and the error norm is the largest RMS over the tensors). With
+            per-sample times y0 is one tensor whose first dimension is the batch. See
+            :mod:`neuralode.state`.
+        t: observation times, strictly increasing or decreasing, any floating dtype
+            (promoted to the state's precision; ``func`` receives times in the state's
+            dtype, the solver's clock is float64; on another device than y0 it is moved
+            with a warning): 1-D ``(T,)``, passed to
             ``func`` as 0-d tensors, or per-sample ``(T, batch, 1)``, passed as
             ``(batch, 1)`` (every method; adaptive methods then step a normalized time
             ``s`` with ``t_b(s) = t[i,b] + (s - i)(t[i+1,b] - t[i,b])`` on interval i:
@@ -297,7 +303,7 @@ def odeint(
         stats: a :class:`neuralode.SolverStats` whose counters this solve adds to.
 
     Returns:
-        ``y`` of shape ``(T, *y0.shape)``. Every mode supports second derivatives
+        ``y`` of shape ``(T, *y0.shape)`` (a tuple of such for a tuple y0). Every mode supports second derivatives
         (``create_graph=True``); README's "Guarantees and limits" lists what each promises
         and every error.
     """
