@@ -17,10 +17,11 @@ PIP         := $(PY) -m pip
 # resolve to a CPU wheel, add e.g. TORCH_PIP_ARGS="--index-url https://download.pytorch.org/whl/cpu".
 TORCH_SPEC     ?= torch==2.13.0
 TORCH_PIP_ARGS ?=
-# numpy: the runtime dependency; pytest, hypothesis: the tests; ninja, setuptools: the build; tqdm and
+# numpy: the runtime dependency; pytest, hypothesis: the tests; torchdiffeq and scipy: the tests'
+# side-by-side comparisons and scipy_solver (the `test` extra); ninja, setuptools: the build; tqdm and
 # matplotlib: the `experiments` extra of pyproject.toml, which `make demo`, the experiments and
 # the benchmarks need (installed here because the install below uses --no-deps).
-DEPS        := numpy pytest hypothesis ninja tqdm matplotlib "setuptools>=70.1"
+DEPS        := numpy pytest hypothesis "torchdiffeq==0.2.5" scipy ninja tqdm matplotlib "setuptools>=70.1"
 PYTEST_ARGS ?=
 # CUDA toolkit and architectures for `make cuda-build` (9.0 = H100/H200).
 CUDA_HOME   ?= /usr/local/cuda
