@@ -6,6 +6,7 @@
 #include <torch/csrc/autograd/functions/accumulate_grad.h>
 
 #include <type_traits>
+#include <algorithm>
 #include <unordered_set>
 
 #include <chrono>
@@ -113,9 +114,12 @@ at::Tensor Dynamics::operator()(const at::Tensor& t, const at::Tensor& z) {
   // Inference tensors keep no version counter (and autograd never sees them).
   auto version = [](const at::Tensor& x) { return x.is_inference() ? 0 : x._version(); };
   const int64_t z_version = version(z), t_version = version(t);
+  // f sees times in the state's dtype (torchdiffeq's rule: the user's layers see one
+  // dtype) while the clock keeps its own, more precise one; the cast is differentiable.
+  const at::Tensor t_f = t.scalar_type() == z.scalar_type() ? t : t.to(z.scalar_type());
   {
     ScopedTimer timer(f_seconds_);
-    out = fn_(t, z);
+    out = fn_(t_f, z);
   }
   ++nfe_;
   TORCH_CHECK_VALUE(version(z) == z_version && version(t) == t_version,
@@ -123,7 +127,7 @@ at::Tensor Dynamics::operator()(const at::Tensor& t, const at::Tensor& z) {
                     " in place (e.g. y += ... or y.mul_(...)); the solver's states and outputs "
                     "share that memory: return a new tensor instead");
   if (record) {
-    check_captured(out, {z, t});
+    check_captured(out, {z, t, t_f});
     out = out.detach();
   }
   TORCH_CHECK_VALUE(out.defined(), "func returned an undefined tensor; it must return dz/dt");
@@ -207,11 +211,17 @@ void Dynamics::check_captured(const at::Tensor& out, const std::vector<at::Tenso
     if (!node || !seen.insert(node.get()).second || stops.count(node.get())) continue;
     if (auto* acc = dynamic_cast<torch::autograd::AccumulateGrad*>(node.get())) {
       const at::Tensor& v = acc->variable;
-      TORCH_CHECK_VALUE(leaves.count(v.unsafeGetTensorImpl()) > 0,
+      // A leaf that f made of its own arguments (z.requires_grad_() on a view of the
+      // state, as FFJORD's trace estimate does) shares their memory: not a captured tensor.
+      const bool own = std::any_of(known.begin(), known.end(), [&](const at::Tensor& x) {
+        return x.defined() && v.is_alias_of(x);
+      });
+      TORCH_CHECK_VALUE(own || leaves.count(v.unsafeGetTensorImpl()) > 0,
                         "func uses a tensor that requires grad (shape ", v.sizes(),
                         ") but is not among the parameters the gradient is taken for, so its "
                         "gradient would be lost; pass adjoint_params=(every tensor to train, "
-                        "e.g. *model.parameters()) or give func as an nn.Module");
+                        "e.g. *model.parameters()), or make func an nn.Module (or a bound method of one) "
+                        "that owns it");
       continue;
     }
     for (const auto& edge : node->next_edges()) todo.push_back(edge.function);

@@ -371,7 +371,8 @@ class AdaptivePlanner : public Planner {
   }
 
   // Hairer's initial step (Hairer, Norsett & Wanner, "Solving ODEs I", II.4), as
-  // torchdiffeq chooses it, on the planner's clock: f at the start (the system's
+  // torchdiffeq and scipy choose it (exponent 1/(q+1) with q the order of the error
+  // estimate, one less than the method's), on the planner's clock: f at the start (the system's
   // stage 0) and one more evaluation.
   double first_step(System& system) {
     Step probe;
@@ -394,7 +395,7 @@ class AdaptivePlanner : public Planner {
     const double d2 = scaled_rms(plan_, f1 - f0, scale, plan_.atol_has_zero) / h0;
     const double dmax = std::max(d1, d2);
     const double h1 = dmax <= 1e-15 ? std::max(1e-6, h0 * 1e-3)
-                                    : std::pow(0.01 / dmax, 1.0 / (plan_.tableau->order + 1));
+                                    : std::pow(0.01 / dmax, 1.0 / plan_.tableau->order);
     return std::min(100 * h0, h1);
   }
 
