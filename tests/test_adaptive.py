@@ -218,7 +218,7 @@ def test_adjoint_time_gradients(per_sample):
     w = torch.randn(3, 3, 2, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
     ys = neuralode.odeint_adjoint(func, y0, t, method="dopri5", rtol=1e-10, atol=1e-10)
     (g,) = torch.autograd.grad((ys * w).sum(), [t])
-    ys = neuralode.odeint(func, y0, t, method="rk4", options={"max_step": 1e-3})
+    ys = neuralode.odeint(func, y0, t, method="rk4_classic", options={"max_step": 1e-3})
     (expected,) = torch.autograd.grad((ys * w).sum(), [t])
     assert _rel(g, expected) < 1e-6
 
@@ -244,13 +244,13 @@ def test_seminorm_lowers_backward_nfe():
 
 
 @pytest.mark.parametrize("gradient", ["backprop", "adjoint", "checkpoint"])
-@pytest.mark.parametrize("method", ["dopri5", "bosh3", "rk4"])
+@pytest.mark.parametrize("method", ["dopri5", "bosh3", "rk4_classic"])
 def test_reported_nfe_equals_counted_calls(method, gradient):
     func = TanhMLP()
     y0 = torch.randn(3, 2, dtype=torch.float64, requires_grad=True)
     t = torch.tensor([0.0, 0.7, 1.5], dtype=torch.float64)
     stats = neuralode.SolverStats()
-    ys = neuralode.odeint(func, y0, t, method=method, rtol=1e-6, atol=1e-6, options={"max_step": 0.1} if method == "rk4" else None, gradient=gradient, stats=stats)
+    ys = neuralode.odeint(func, y0, t, method=method, rtol=1e-6, atol=1e-6, options={"max_step": 0.1} if method == "rk4_classic" else None, gradient=gradient, stats=stats)
     assert stats.nfe_forward == func.calls > 0
     func.calls = 0
     ys.sum().backward()

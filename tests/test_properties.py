@@ -18,7 +18,7 @@ import neuralode
 
 SEED = int(os.environ.get("NEURALODE_HYPOTHESIS_SEED", "20261130"))
 EXAMPLES = int(os.environ.get("NEURALODE_HYPOTHESIS_EXAMPLES", "3000"))
-FIXED_ORDER = {"euler": 1, "midpoint": 2, "rk4": 4, "heun2": 2, "heun3": 3}
+FIXED_ORDER = {"euler": 1, "midpoint": 2, "rk4": 4, "rk4_classic": 4, "heun2": 2, "heun3": 3}
 #: Second-order adaptive methods take ~tol^(-1/3) steps: their tolerances stay moderate.
 LOW_ORDER = ("adaptive_heun", "fehlberg2")
 
