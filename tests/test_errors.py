@@ -88,9 +88,12 @@ def test_unknown_method():
         neuralode.odeint(f, y0(), T, method="rk45")
 
 
-def test_unknown_option():
-    with pytest.raises(ValueError, match="unknown option\\(s\\) 'stepsize'"):
-        neuralode.odeint(f, y0(), T, method="rk4_classic", options={"stepsize": 0.1})
+def test_unknown_option_warns_and_is_ignored():
+    """torchdiffeq's rule: a warning naming the solver class, then the option is ignored."""
+    y = y0()
+    with pytest.warns(UserWarning, match="RK4Classic: Unexpected arguments \\{'stepsize': 0.1\\}"):
+        ys = neuralode.odeint(f, y, T, method="rk4_classic", options={"stepsize": 0.1})
+    assert torch.equal(ys, neuralode.odeint(f, y, T, method="rk4_classic"))
 
 
 @pytest.mark.parametrize("options", [{"step_size": 0.0}, {"max_step": -1.0}, {"step_size": float("nan")}])
