@@ -204,16 +204,17 @@ class FixedPlanner : public Planner {
       tk_ = s.t0;
       dt_ = s.h.to(z_options_.dtype().toScalarType());
     } else {
-      tk_ = tk_ + s.h;  // accumulated, as the reference does
+      tk_ = t1_;  // accumulated, t0 + k h, as the reference does
     }
     const bool last = k_ + 1 == s.n_steps;
+    t1_ = last ? s.t_end : tk_ + s.h;
     Step step;
     // Fixed steps live on tensors only; NaN on the host clock never matches a kept stage.
     step.tau0 = step.dtau = step.tau_first = step.tau_last = kNaN;
     step.t0 = tk_;
     step.h = s.h;
     step.dt = dt_;
-    step.t1 = last ? s.t_end : tk_ + s.h;
+    step.t1 = t1_;
     step.perturb = perturb_;
     if (last) {
       step.end_obs = s.exact.empty() ? -1 : s.exact.front();
@@ -237,7 +238,7 @@ class FixedPlanner : public Planner {
   std::vector<Segment> segs_;
   size_t seg_ = 0;
   int64_t k_ = 0;
-  at::Tensor tk_, dt_;
+  at::Tensor tk_, t1_, dt_;
 };
 
 // ---------------------------------------------------------------- adaptive control

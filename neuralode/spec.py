@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import numbers
 import warnings
+from collections import Counter
 from functools import lru_cache
 from typing import Optional
 
@@ -190,7 +191,8 @@ def _fixed_plan(method: str, options: dict, y0: Tensor, t: Tensor, func, name: s
             raise ValueError(f"{name}: give either {key!r} or 'max_step', not both")
     grid, step, constructor = "subdivide", math.inf, None
     for key in ("step_size", "max_step"):
-        if _given(options, key):
+        # max_step is neuralode's own: None is a bad value there, not "unset".
+        if _given(options, key) if key == "step_size" else key in options:
             value = _number(options[key])
             # max_step = inf is allowed: one step per interval.
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not (value > 0) or (
@@ -249,8 +251,8 @@ def _check_knots_apart(step_t: list, jump_t: list, t: Tensor, name: str) -> None
     jumps."""
     t0 = t.reshape(-1)[0].item() if t.numel() else 0.0
     sign = -1.0 if t.dim() == 1 and t.shape[0] > 1 and bool(t[-1] < t[0]) else 1.0
-    ahead = [x for x in step_t + jump_t if sign * (x - t0) >= 0]
-    repeated = sorted({x for x in ahead if ahead.count(x) > 1})
+    counts = Counter(x for x in step_t + jump_t if sign * (x - t0) >= 0)
+    repeated = sorted(x for x, n in counts.items() if n > 1)
     if repeated:
         raise ValueError(
             f"{name}: 'step_t' and 'jump_t' must not have any repeated elements between them (torchdiffeq's rule), "

@@ -300,15 +300,23 @@ def test_knots_decreasing_times_match_torchdiffeq():
         _same_steps(f, stats, g)
 
 
+SHARED = {"step_t": [0.5, 1.0], "jump_t": [1.0]}
+
+
 def test_step_t_and_jump_t_sharing_a_time():
     y0, t = torch.ones(2, dtype=F64), torch.tensor([0.0, 2.0], dtype=F64)
-    options = {"step_t": [0.5, 1.0], "jump_t": [1.0]}
-    with pytest.raises(ValueError, match="must not have any repeated elements"):
-        _theirs(jumpy, y0, t, options={k: torch.tensor(v, dtype=F64) for k, v in options.items()})
     with pytest.raises(ValueError, match="'step_t' and 'jump_t' must not have any repeated elements"):
-        neuralode.odeint(jumpy, y0, t, options=options)
+        neuralode.odeint(jumpy, y0, t, options=SHARED)
+    with pytest.raises(ValueError, match="repeated elements"):
+        neuralode.odeint(jumpy, y0, t, options={"jump_t": [1.0, 1.0]})
     # Knots behind t[0] are dropped first (torchdiffeq's rule): no clash.
     neuralode.odeint(jumpy, y0, t, options={"step_t": [-1.0, 0.5], "jump_t": [-1.0]})
+
+
+def test_step_t_and_jump_t_sharing_a_time_torchdiffeq_raises_too():
+    y0, t = torch.ones(2, dtype=F64), torch.tensor([0.0, 2.0], dtype=F64)
+    with pytest.raises(ValueError, match="must not have any repeated elements"):
+        _theirs(jumpy, y0, t, options={k: torch.tensor(v, dtype=F64) for k, v in SHARED.items()})
 
 
 # ---------------------------------------------------------------- min_step, max_num_steps
@@ -384,27 +392,39 @@ def test_dtype_option_is_accepted_and_changes_nothing():
 # ---------------------------------------------------------------- unknown options warn
 
 
-@pytest.mark.parametrize("method,options,solver", [
+UNKNOWN = [
     ("dopri5", {"step_size": 0.1}, "Dopri5Solver"),
     ("bosh3", {"grid_constructor": None, "perturb": True}, "Bosh3Solver"),
     ("rk4", {"step_t": [0.5]}, "RK4"),
     ("euler", {"stepsize": 0.1}, "Euler"),
     ("adaptive_heun", {"interp": "cubic"}, "AdaptiveHeunSolver"),
     ("fehlberg2", {"min_stepp": 0.1}, "Fehlberg2"),
-])
-def test_unknown_options_warn_like_torchdiffeq(method, options, solver):
+]
+
+
+@pytest.mark.parametrize("method,options,solver", UNKNOWN)
+def test_unknown_options_warn(method, options, solver):
     y0, t = torch.ones(2, dtype=F64), torch.tensor([0.0, 1.0], dtype=F64)
-    expected = f"{solver}: Unexpected arguments {options}"
     with pytest.warns(UserWarning) as record:
         ys = neuralode.odeint(lambda t, y: -y, y0, t, method=method, options=dict(options))
-    assert [str(w.message) for w in record] == [expected]
+    assert [str(w.message) for w in record] == [f"{solver}: Unexpected arguments {options}"]
     plain = neuralode.odeint(lambda t, y: -y, y0, t, method=method)
     assert torch.equal(ys, plain)  # ignored
+
+
+@pytest.mark.parametrize("method,options,solver", UNKNOWN)
+def test_unknown_options_warn_as_torchdiffeq_does(method, options, solver):
+    """torchdiffeq's own warning for the same call has the same text."""
     tdq = _tdq()
+    y0, t = torch.ones(2, dtype=F64), torch.tensor([0.0, 1.0], dtype=F64)
     with warnings.catch_warnings(record=True) as theirs:
         warnings.simplefilter("always")
         tdq.odeint(lambda t, y: -y, y0, t, method=method, options=dict(options))
-    assert expected in [str(w.message) for w in theirs]
+    with warnings.catch_warnings(record=True) as ours:
+        warnings.simplefilter("always")
+        neuralode.odeint(lambda t, y: -y, y0, t, method=method, options=dict(options))
+    assert [str(w.message) for w in ours] == [f"{solver}: Unexpected arguments {options}"]
+    assert str(ours[0].message) in [str(w.message) for w in theirs]
 
 
 def test_a_torchdiffeq_warning_filter_silences_ours():
