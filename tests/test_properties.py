@@ -45,6 +45,12 @@ def problems(draw):
     if method in FIXED_ORDER:
         key = draw(st.sampled_from(["max_step", "step_size"]))
         options[key] = draw(st.sampled_from([0.01, 0.02, 0.05])) if method != "euler" else 0.005
+        # torchdiffeq's perturb (stages one unit in the last place inside each step) and
+        # interp (between grid points; cubic errs less than linear): the same tolerance.
+        if draw(st.booleans()):
+            options["perturb"] = True
+        if draw(st.booleans()):
+            options["interp"] = "cubic"
         tol = None
     else:
         if dtype == torch.float32:
