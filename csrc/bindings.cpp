@@ -12,6 +12,8 @@
 #include <c10/util/Exception.h>
 
 #include <cmath>
+#include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 
@@ -37,7 +39,30 @@ py::dict stats_dict(const SolveStats& s) {
 StepPlan::Grid grid_or_throw(const std::string& name) {
   if (name == "subdivide") return StepPlan::Grid::kSubdivide;
   if (name == "uniform") return StepPlan::Grid::kUniform;
-  TORCH_CHECK_VALUE(false, "unknown step grid '", name, "'; use 'subdivide' or 'uniform'");
+  if (name == "constructed") return StepPlan::Grid::kConstructed;
+  TORCH_CHECK_VALUE(false, "unknown step grid '", name, "'; use 'subdivide', 'uniform' or 'constructed'");
+}
+
+StepPlan::Interp interp_or_throw(const std::string& name) {
+  if (name == "linear") return StepPlan::Interp::kLinear;
+  if (name == "cubic") return StepPlan::Interp::kCubic;
+  TORCH_CHECK_VALUE(false, "unknown interpolation '", name, "'; use 'linear' or 'cubic'");
+}
+
+// Wraps a Python callable grid(t) -> Tensor for the planner, which calls it without the
+// GIL (inside the solve): the call and the callable's release take it back.
+std::function<at::Tensor(const at::Tensor&)> make_grid_constructor(py::object fn) {
+  std::shared_ptr<py::object> held(new py::object(std::move(fn)), [](py::object* p) {
+    py::gil_scoped_acquire gil;
+    delete p;
+  });
+  return [held](const at::Tensor& t) {
+    py::gil_scoped_acquire gil;
+    py::object out = (*held)(t);
+    TORCH_CHECK_TYPE(THPVariable_Check(out.ptr()), "grid_constructor must return a torch.Tensor, got ",
+                     std::string(py::str(py::type::of(out).attr("__name__"))));
+    return THPVariable_Unpack(out.ptr());
+  };
 }
 
 SolveSpec::Gradient gradient_or_throw(const std::string& name) {
@@ -94,7 +119,9 @@ PYBIND11_MODULE(_C, m) {
                        std::optional<at::Tensor> rtol, std::optional<at::Tensor> atol,
                        double safety, double ifactor, double dfactor, bool pi, double beta1,
                        double beta2, double first_step, double min_step, double max_step,
-                       int64_t max_num_steps, std::vector<double> step_t, bool atol_has_zero,
+                       int64_t max_num_steps, std::vector<double> step_t,
+                       std::vector<double> jump_t, std::optional<py::object> grid_constructor,
+                       const std::string& interp, bool perturb, bool atol_has_zero,
                        std::vector<int64_t> segments, py::object norm, bool norm_first_step) {
              StepPlan p;
              const Tableau* tab = find_tableau(method);
@@ -102,6 +129,14 @@ PYBIND11_MODULE(_C, m) {
              p.tableau = tab;
              p.grid = grid_or_throw(grid);
              p.step = step;
+             TORCH_CHECK_VALUE((p.grid == StepPlan::Grid::kConstructed) ==
+                                   (grid_constructor.has_value() && !grid_constructor->is_none()),
+                               "grid 'constructed' needs a grid_constructor, and only it takes one");
+             if (p.grid == StepPlan::Grid::kConstructed) {
+               p.grid_constructor = make_grid_constructor(std::move(*grid_constructor));
+             }
+             p.interp = interp_or_throw(interp);
+             p.perturb = perturb;
              if (rtol) p.rtol = *rtol;
              if (atol) {
                p.atol = *atol;
@@ -121,6 +156,7 @@ PYBIND11_MODULE(_C, m) {
              TORCH_CHECK_VALUE(max_num_steps > 0, "max_num_steps must be positive, got ", max_num_steps);
              p.max_num_steps = max_num_steps;
              p.step_t = std::move(step_t);
+             p.jump_t = std::move(jump_t);
              p.segments = std::move(segments);
              if (!norm.is_none()) p.norm = make_norm(std::move(norm));
              p.norm_first_step = norm_first_step;
@@ -130,13 +166,19 @@ PYBIND11_MODULE(_C, m) {
            py::arg("atol"), py::arg("safety"), py::arg("ifactor"), py::arg("dfactor"),
            py::arg("pi"), py::arg("beta1"), py::arg("beta2"), py::arg("first_step"),
            py::arg("min_step"), py::arg("max_step"), py::arg("max_num_steps"), py::arg("step_t"),
+           py::arg("jump_t"), py::arg("grid_constructor"), py::arg("interp"), py::arg("perturb"),
            py::arg("atol_has_zero") = false, py::arg("segments") = std::vector<int64_t>(),
            py::arg("norm") = py::none(), py::arg("norm_first_step") = true)
       .def_property_readonly("method", [](const StepPlan& p) { return std::string(p.tableau->name); })
       .def_property_readonly("adaptive", &StepPlan::adaptive)
       .def_readonly("step", &StepPlan::step)
       .def_readonly("max_num_steps", &StepPlan::max_num_steps)
-      .def_readonly("step_t", &StepPlan::step_t);
+      .def_readonly("step_t", &StepPlan::step_t)
+      .def_readonly("jump_t", &StepPlan::jump_t)
+      .def_readonly("perturb", &StepPlan::perturb)
+      .def_property_readonly("interp", [](const StepPlan& p) {
+        return p.interp == StepPlan::Interp::kCubic ? "cubic" : "linear";
+      });
 
   py::class_<SolveSpec>(m, "SolveSpec", "A whole solve: both directions and the gradient mode (read-only).")
       .def(py::init([](const StepPlan& forward, const StepPlan& backward, const std::string& gradient,

@@ -66,4 +66,14 @@ at::Tensor interpolate_linear(const at::Tensor& z0, const at::Tensor& z1, const 
   return z0 + rows_view(theta.to(z0.scalar_type()), z0.dim()) * (z1 - z0);
 }
 
+at::Tensor interpolate_cubic(const at::Tensor& z0, const at::Tensor& z1, const at::Tensor& f0,
+                             const at::Tensor& f1, const at::Tensor& theta, const at::Tensor& dt) {
+  const at::Tensor th = rows_view(theta.to(z0.scalar_type()), z0.dim());
+  const at::Tensor h = rows_view(dt, z0.dim());
+  const at::Tensor rest = 1 - th, th2 = th * th;
+  const at::Tensor h00 = (1 + 2 * th) * rest * rest, h10 = th * rest * rest;
+  const at::Tensor h01 = th2 * (3 - 2 * th), h11 = th2 * (th - 1);
+  return h00 * z0 + h10 * h * f0 + h01 * z1 + h11 * h * f1;
+}
+
 }  // namespace neuralode

@@ -24,4 +24,11 @@ at::Tensor interpolate(const Tableau& tab, const std::vector<double>& thetas, do
 // fixed-grid interpolation); theta is 0-d or one value per row of z0.
 at::Tensor interpolate_linear(const at::Tensor& z0, const at::Tensor& z1, const at::Tensor& theta);
 
+// The cubic Hermite interpolant through (z0, f0) and (z1, f1) over a step dt, at theta
+// (0-d or one value per row of z0): h00 z0 + h10 dt f0 + h01 z1 + h11 dt f1 with
+// h00 = (1 + 2 theta)(1 - theta)^2, h10 = theta (1 - theta)^2, h01 = theta^2 (3 - 2 theta),
+// h11 = theta^2 (theta - 1) (torchdiffeq's fixed-grid interp="cubic").
+at::Tensor interpolate_cubic(const at::Tensor& z0, const at::Tensor& z1, const at::Tensor& f0,
+                             const at::Tensor& f1, const at::Tensor& theta, const at::Tensor& dt);
+
 }  // namespace neuralode

@@ -65,6 +65,7 @@ Solution solve(const SolveSpec& spec, Dynamics& f, const at::Tensor& y0, const a
   if (record) {
     tape = std::make_shared<Tape>();
     tape->tableau = plan.tableau;
+    tape->cubic = plan.interp == StepPlan::Interp::kCubic;
     tape->t = t_plan;
     tape->time_graph = time_graph;
   }
@@ -74,7 +75,8 @@ Solution solve(const SolveSpec& spec, Dynamics& f, const at::Tensor& y0, const a
       plan_steps(plan, t_plan, clock, f, y0.options(), /*backwards=*/false, time_graph);
   // The solve's own copy of y0: stage 0 hands the state to f, and the tape keeps it.
   ForwardSystem system(f, plan, y0.clone(), t.options().requires_grad(false), differentiable);
-  OutputObserver observer(t_plan, clock ? &*clock : nullptr, tape.get());
+  OutputObserver observer(t_plan, clock ? &*clock : nullptr, tape.get(),
+                          plan.interp == StepPlan::Interp::kCubic);
   integrate(*planner, system, observer);
   at::Tensor ys = observer.outputs();
   // Adaptive steps check every step's error ratio; fixed steps, their outputs once.

@@ -32,7 +32,9 @@ void OutputObserver::on_step(const Step& step, System& system) {
       chunks_.push_back(interpolate(fs.tableau(), rec.thetas, step.dtau, z0, fs.z1(), fs.stages(),
                                     fs.f_end(step)));
     } else {
-      // Linear interpolation inside a fixed step, at theta = (t_j - t0) / h.
+      // Inside a fixed step, at theta = (t_j - t0) / h: linear, or cubic Hermite with f at
+      // both ends (stage 0 as the step sampled it, f(t1, z1) evaluated once for the step).
+      const at::Tensor f1 = cubic_ ? fs.f_end(step) : at::Tensor();
       for (int64_t j : step.inner) {
         at::Tensor theta;
         {
@@ -41,7 +43,9 @@ void OutputObserver::on_step(const Step& step, System& system) {
           if (tape_ != nullptr && tape_->time_graph) graph.emplace(true);
           theta = (t_[j] - step.t0) / step.h;
         }
-        chunks_.push_back(interpolate_linear(z0, fs.z1(), theta).unsqueeze(0));
+        at::Tensor y = cubic_ ? interpolate_cubic(z0, fs.z1(), fs.stages()[0], f1, theta, step.dt)
+                              : interpolate_linear(z0, fs.z1(), theta);
+        chunks_.push_back(y.unsqueeze(0));
         rec.lin_thetas.push_back(std::move(theta));
       }
     }

@@ -31,8 +31,10 @@ class Observer {
 // The forward's outputs y(t_i), in order; with a tape, every accepted step too.
 class OutputObserver : public Observer {
  public:
-  // `t`: the times the planner placed steps from; `clock`: the adaptive planner's.
-  OutputObserver(const at::Tensor& t, const Clock* clock, Tape* tape) : t_(t), clock_(clock), tape_(tape) {}
+  // `t`: the times the planner placed steps from; `clock`: the adaptive planner's;
+  // `cubic`: fixed steps interpolate cubic Hermite (else linearly).
+  OutputObserver(const at::Tensor& t, const Clock* clock, Tape* tape, bool cubic)
+      : t_(t), clock_(clock), tape_(tape), cubic_(cubic) {}
 
   void begin(System& system) override;
   void on_step(const Step& step, System& system) override;
@@ -44,6 +46,7 @@ class OutputObserver : public Observer {
   const at::Tensor& t_;
   const Clock* clock_;
   Tape* tape_;
+  bool cubic_;
   std::vector<at::Tensor> chunks_;
 };
 

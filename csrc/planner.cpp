@@ -41,10 +41,10 @@ std::vector<double> host_values(const at::Tensor& t) {
 
 // ---------------------------------------------------------------- fixed grids
 
-// A run of n_steps equal steps h from t0. `exact` lists the observations at the
-// run's end; `interp` those strictly inside a one-step run (uniform grid only).
+// A run of n_steps equal steps h from t0, the last ending at t_end. `exact` lists the
+// observations at the run's end; `interp` those inside a one-step run (grids only).
 struct Segment {
-  at::Tensor t0, h;
+  at::Tensor t0, h, t_end;
   int64_t n_steps = 0;
   std::vector<int64_t> exact, interp;
 };
@@ -70,6 +70,8 @@ std::vector<int64_t> subdivision_counts(const at::Tensor& t, const StepPlan& pla
   return counts;
 }
 
+// Interval by interval, each cut into equal steps; the last step of an interval ends
+// on its observation itself (where a perturbed stage must sample f before it).
 std::vector<Segment> subdivided_segments(const at::Tensor& t, const StepPlan& plan,
                                          bool backwards) {
   const int64_t T = t.size(0);
@@ -83,6 +85,7 @@ std::vector<Segment> subdivided_segments(const at::Tensor& t, const StepPlan& pl
     Segment s;
     s.t0 = t[from];
     s.h = (t[to] - t[from]).div(std::max<int64_t>(n, 1));
+    s.t_end = t[to];
     s.n_steps = n;
     s.exact.push_back(to);
     segs.push_back(std::move(s));
@@ -90,7 +93,7 @@ std::vector<Segment> subdivided_segments(const at::Tensor& t, const StepPlan& pl
   return segs;
 }
 
-// torchdiffeq's grid: t_0 + k * step_size (k = 0 .. ceil(|t_end - t_0| / step)),
+// torchdiffeq's step_size grid: t_0 + k * step_size (k = 0 .. ceil(|t_end - t_0| / step)),
 // the last point replaced by t_end. Differentiable w.r.t. t_0 and t_end.
 at::Tensor uniform_grid(const at::Tensor& t, const StepPlan& plan) {
   const int64_t T = t.size(0);
@@ -105,22 +108,38 @@ at::Tensor uniform_grid(const at::Tensor& t, const StepPlan& plan) {
   return at::cat({head, end.reshape({1})});
 }
 
-std::vector<Segment> uniform_forward_segments(const at::Tensor& t, const StepPlan& plan) {
-  at::Tensor grid = uniform_grid(t, plan);
+// The grid of a grid plan (step_size or grid_constructor): from t_0 to t_{T-1}, in t's
+// dtype, with a graph to t where its maker keeps one.
+at::Tensor step_grid(const at::Tensor& t, const StepPlan& plan) {
+  if (plan.grid == StepPlan::Grid::kUniform) return uniform_grid(t, plan);
+  at::Tensor grid = plan.grid_constructor(t);
+  TORCH_CHECK_VALUE(grid.dim() == 1 && grid.size(0) >= 2, "grid_constructor must return a 1-D grid of ",
+                    "at least 2 times, got shape ", grid.sizes());
+  TORCH_CHECK_VALUE(grid.size(0) - 1 <= plan.max_num_steps, "the grid from grid_constructor has ",
+                    grid.size(0) - 1, " steps, more than max_num_steps=", plan.max_num_steps,
+                    "; raise options['max_num_steps'] or return a coarser grid");
+  return grid;
+}
+
+// Forwards over the grid: one step per grid interval; each observation is served by the
+// step whose end reaches it (torchdiffeq's fixed-grid rule), interpolated inside it.
+std::vector<Segment> grid_forward_segments(const at::Tensor& t, const StepPlan& plan) {
+  at::Tensor grid = step_grid(t, plan);
   const std::vector<double> g = host_values(grid), tv = host_values(t);
   const double dir = g.back() >= g.front() ? 1.0 : -1.0;
-  const int64_t T = t.size(0);
+  const int64_t T = t.size(0), G = grid.size(0);
   std::vector<Segment> segs;
   int64_t j = 1;
-  for (int64_t k = 0; k + 1 < grid.size(0); ++k) {
+  for (int64_t k = 0; k + 1 < G; ++k) {
     Segment s;
     s.t0 = grid[k];
-    s.h = grid[k + 1] - grid[k];
+    s.t_end = grid[k + 1];
+    s.h = s.t_end - s.t0;
     s.n_steps = 1;
     // Observations on an inner grid point are interpolated too (theta = 1): the same
     // value, and dL/dt_j = dL/dy . (z_{k+1} - z_k) / h, where the grid value itself would
     // give 0. The last grid point is t_{T-1} itself, differentiable through its step.
-    const bool last = k + 2 == grid.size(0);
+    const bool last = k + 2 == G;
     while (j < T && dir * (g[k + 1] - tv[j]) >= 0) {
       (last && tv[j] == g[k + 1] ? s.exact : s.interp).push_back(j);
       ++j;
@@ -130,10 +149,10 @@ std::vector<Segment> uniform_forward_segments(const at::Tensor& t, const StepPla
   return segs;
 }
 
-// Backwards over the uniform grid with the observation times inserted as knots,
-// so that every jump a += dL/dz(t_i) happens exactly at t_i.
-std::vector<Segment> uniform_backward_segments(const at::Tensor& t, const StepPlan& plan) {
-  const std::vector<double> g = host_values(uniform_grid(t.detach(), plan)), tv = host_values(t);
+// Backwards over the grid with the observation times inserted as knots, so that every
+// jump a += dL/dz(t_i) happens exactly at t_i.
+std::vector<Segment> grid_backward_segments(const at::Tensor& t, const StepPlan& plan) {
+  const std::vector<double> g = host_values(step_grid(t.detach(), plan)), tv = host_values(t);
   const int64_t T = t.size(0), G = static_cast<int64_t>(g.size());
   const double dir = tv[T - 1] >= tv[0] ? 1.0 : -1.0;
   // Knots from t_{T-1} down to t_0: (time, observation index or -1).
@@ -154,7 +173,8 @@ std::vector<Segment> uniform_backward_segments(const at::Tensor& t, const StepPl
   for (size_t i = 0; i + 1 < knots.size(); ++i) {
     Segment s;
     s.t0 = at::scalar_tensor(knots[i].first, options);
-    s.h = at::scalar_tensor(knots[i + 1].first, options) - s.t0;
+    s.t_end = at::scalar_tensor(knots[i + 1].first, options);
+    s.h = s.t_end - s.t0;
     s.n_steps = 1;
     if (knots[i + 1].second >= 0) s.exact.push_back(knots[i + 1].second);
     segs.push_back(std::move(s));
@@ -166,14 +186,14 @@ class FixedPlanner : public Planner {
  public:
   FixedPlanner(const StepPlan& plan, const at::Tensor& t, const at::TensorOptions& z_options,
                bool backwards, bool time_graph)
-      : z_options_(z_options), time_graph_(time_graph) {
+      : z_options_(z_options), time_graph_(time_graph), perturb_(plan.perturb) {
     std::optional<c10::AutoGradMode> graph;
     if (time_graph_) graph.emplace(true);
     if (t.size(0) < 2) return;
     if (plan.grid == StepPlan::Grid::kSubdivide) {
       segs_ = subdivided_segments(t, plan, backwards);
     } else {
-      segs_ = backwards ? uniform_backward_segments(t, plan) : uniform_forward_segments(t, plan);
+      segs_ = backwards ? grid_backward_segments(t, plan) : grid_forward_segments(t, plan);
     }
   }
 
@@ -186,15 +206,19 @@ class FixedPlanner : public Planner {
       tk_ = s.t0;
       dt_ = s.h.to(z_options_.dtype().toScalarType());
     } else {
-      tk_ = tk_ + s.h;  // accumulated, as the reference does
+      tk_ = t1_;  // accumulated, t0 + k h, as the reference does
     }
+    const bool last = k_ + 1 == s.n_steps;
+    t1_ = last ? s.t_end : tk_ + s.h;
     Step step;
     // Fixed steps live on tensors only; NaN on the host clock never matches a kept stage.
     step.tau0 = step.dtau = step.tau_first = step.tau_last = kNaN;
     step.t0 = tk_;
     step.h = s.h;
     step.dt = dt_;
-    if (k_ + 1 == s.n_steps) {
+    step.t1 = t1_;
+    step.perturb = perturb_;
+    if (last) {
       step.end_obs = s.exact.empty() ? -1 : s.exact.front();
       step.inner = s.interp;
     }
@@ -212,11 +236,11 @@ class FixedPlanner : public Planner {
 
  private:
   at::TensorOptions z_options_;
-  bool time_graph_;
+  bool time_graph_, perturb_;
   std::vector<Segment> segs_;
   size_t seg_ = 0;
   int64_t k_ = 0;
-  at::Tensor tk_, dt_;
+  at::Tensor tk_, t1_, dt_;
 };
 
 // ---------------------------------------------------------------- adaptive control
@@ -257,6 +281,15 @@ double scaled_rms(const StepPlan& plan, const at::Tensor& x, const at::Tensor& s
 // beats a sliver step; the error estimate is of the step actually taken).
 bool reaches(double tau, double stop, double h_abs) { return std::abs(stop - tau) <= 1.01 * h_abs; }
 
+// The adaptive planner. Each step: h = clamp(controller's size, min_step, max_step); it
+// ends on the next knot or stop it reaches (see `reaches`); a step of at most min_step is
+// accepted whatever its error (torchdiffeq's rule).
+// Where the stages sample f next to a knot (tau_first, tau_last):
+//   landing on a knot, the c = 1 stages sample it at nextafter(knot, start) (f from the
+//   step's own side; torchdiffeq samples every c = 1 stage there);
+//   after a step_t knot, stage 0 is the landing step's last stage, kept (FSAL): it was
+//   sampled at nextafter(knot, start) and is not evaluated again;
+//   after a jump_t knot, stage 0 is evaluated anew at nextafter(knot, onwards).
 class AdaptivePlanner : public Planner {
  public:
   AdaptivePlanner(const StepPlan& plan, const Clock& clock, Dynamics& f, bool backwards)
@@ -264,6 +297,7 @@ class AdaptivePlanner : public Planner {
         controller_(plan, plan.tableau->order) {
     const int64_t T = clock.size();
     tau_ = clock.at(backwards ? T - 1 : 0);
+    first_ = tau_;
     const double span = clock.at(T - 1) - clock.at(0);
     direction_ = (span >= 0 ? 1.0 : -1.0) * (backwards ? -1.0 : 1.0);
     if (backwards) {
@@ -273,39 +307,44 @@ class AdaptivePlanner : public Planner {
       // observations between steps from the dense output.
       for (int64_t j = 1; j < T; ++j) (clock.per_sample() ? stops_ : dense_).push_back({clock.at(j), j});
     }
-    knots_ = plan.step_t;
-    std::sort(knots_.begin(), knots_.end(),
-              [d = direction_](double x, double y) { return d * x < d * y; });
+    for (double k : plan.step_t) knots_.push_back({k, false});
+    for (double k : plan.jump_t) knots_.push_back({k, true});
+    // In the walk's direction; a time in both lists (refused by the spec) counts as a jump.
+    std::sort(knots_.begin(), knots_.end(), [d = direction_](const Knot& x, const Knot& y) {
+      return d * x.tau < d * y.tau || (x.tau == y.tau && x.jump > y.jump);
+    });
   }
 
   std::optional<Step> next(System& system) override {
     if (stop_i_ == stops_.size() && dense_i_ == dense_.size()) return std::nullopt;
+    check_budget();
     if (std::isnan(h_abs_)) h_abs_ = plan_.first_step > 0 ? plan_.first_step : first_step(system);
-    const double h = std::min(h_abs_, plan_.max_step);
-    while (knot_i_ < knots_.size() && direction_ * (knots_[knot_i_] - tau_) <= 0) ++knot_i_;
+    const double h = std::min(std::max(h_abs_, plan_.min_step), plan_.max_step);
+    while (knot_i_ < knots_.size() && direction_ * (knots_[knot_i_].tau - tau_) <= 0) ++knot_i_;
+    // The nearer of the next stop and the next knot ends the step if it reaches it.
     double boundary = direction_ * kInf;
     bool is_stop = false, is_knot = false;
     if (stop_i_ < stops_.size()) {
       boundary = stops_[stop_i_].tau;
       is_stop = true;
     }
-    if (knot_i_ < knots_.size() && direction_ * (knots_[knot_i_] - boundary) <= 0) {
-      is_stop = is_stop && knots_[knot_i_] == boundary;
-      boundary = knots_[knot_i_];
+    if (knot_i_ < knots_.size() && direction_ * (knots_[knot_i_].tau - boundary) <= 0) {
+      is_stop = is_stop && knots_[knot_i_].tau == boundary;
+      boundary = knots_[knot_i_].tau;
       is_knot = true;
     }
     const bool hits = reaches(tau_, boundary, h);
     h_try_ = hits ? std::abs(boundary - tau_) : h;
-    check_step(h_try_);
     hits_stop_ = hits && is_stop;
     on_knot_ = hits && is_knot;
     end_ = hits ? boundary : tau_ + direction_ * h_try_;
+    at_min_ = h <= plan_.min_step || h_try_ <= plan_.min_step;
+    check_underflow();
 
     Step step;
     step.tau0 = tau_;
     step.dtau = direction_ * h_try_;
-    // Next to a knot the stages sample f on the step's own side of it.
-    step.tau_first = after_knot_ ? std::nextafter(tau_, end_) : tau_;
+    step.tau_first = first_;
     step.tau_last = on_knot_ ? std::nextafter(end_, tau_) : end_;
     clock_.place(step, interval());
     return step;
@@ -317,9 +356,10 @@ class AdaptivePlanner : public Planner {
                         " became NaN or Inf in the step from ", clock_.where(tau_), " with dt=",
                         num(step.dtau), ": func(t, y) produced non-finite values");
     }
-    const bool accepted = ratio <= 1.0;
-    h_abs_ = controller_.next(h_try_, ratio, accepted);
-    if (!accepted) {
+    const bool within = ratio <= 1.0;
+    h_abs_ = controller_.next(h_try_, ratio, within);
+    ++tries_;
+    if (!within && !at_min_) {
       ++rejected_;
       return false;
     }
@@ -335,7 +375,14 @@ class AdaptivePlanner : public Planner {
         step.inner.push_back(m.obs);
       }
     }
-    after_knot_ = on_knot_;
+    if (step.end_obs >= 0 || !step.inner.empty()) tries_ = 0;  // the next output interval
+    if (!on_knot_) {
+      first_ = end_;
+    } else if (knots_[knot_i_].jump) {
+      first_ = std::nextafter(end_, direction_ * kInf);
+    } else {
+      first_ = step.tau_last;  // the kept last stage is the next step's first
+    }
     tau_ = end_;
     if (clock_.per_sample() && stop_i_ < stops_.size()) {
       // A new interval: keep the step's size in time, not in s.
@@ -350,6 +397,10 @@ class AdaptivePlanner : public Planner {
     double tau;
     int64_t obs;
   };
+  struct Knot {
+    double tau;
+    bool jump;
+  };
 
   // The per-sample interval a step from tau_ in the walk's direction lies in.
   int64_t interval() const {
@@ -358,16 +409,20 @@ class AdaptivePlanner : public Planner {
     return std::clamp<int64_t>(static_cast<int64_t>(i), 0, clock_.size() - 2);
   }
 
-  void check_step(double h_abs) const {
-    TORCH_CHECK_VALUE(accepted_ + rejected_ < plan_.max_num_steps,
-                      "max_num_steps=", plan_.max_num_steps, " exceeded at ", clock_.where(tau_),
-                      " (dt=", num(h_abs), "); raise options['max_num_steps'] or loosen rtol/atol");
-    TORCH_CHECK_VALUE(h_abs >= plan_.min_step && tau_ + direction_ * h_abs != tau_,
-                      "step size underflow at ", clock_.where(tau_), ": dt=", num(h_abs),
-                      plan_.min_step > 0 ? " is below min_step=" + num(plan_.min_step)
-                                         : " is below the time resolution",
-                      "; the problem may be stiff or f non-smooth there: loosen rtol/atol or use "
-                      "a fixed-step method");
+  // torchdiffeq counts the steps (accepted and rejected) it takes towards each output
+  // time; so do we, between one observation served and the next.
+  void check_budget() const {
+    TORCH_CHECK_VALUE(tries_ < plan_.max_num_steps, "max_num_steps=", plan_.max_num_steps,
+                      " exceeded at ", clock_.where(tau_), " (dt=", num(h_try_), "): that many steps ",
+                      "were tried since the last observation time; raise options['max_num_steps'] or "
+                      "loosen rtol/atol");
+  }
+
+  void check_underflow() const {
+    TORCH_CHECK_VALUE(tau_ + direction_ * h_try_ != tau_, "step size underflow at ", clock_.where(tau_),
+                      ": dt=", num(h_try_), " is below the time resolution; the problem may be stiff or "
+                      "f non-smooth there: loosen rtol/atol, set options['min_step'] (steps that small "
+                      "are then accepted whatever their error) or use a fixed-step method");
   }
 
   // Hairer's initial step (Hairer, Norsett & Wanner, "Solving ODEs I", II.4), as
@@ -394,6 +449,8 @@ class AdaptivePlanner : public Planner {
     const at::Tensor f1 = on_clock(f_(clock_.time(tau_ + direction_ * h0, i), z + f0 * (direction_ * h0)));
     const double d2 = scaled_rms(plan_, f1 - f0, scale, plan_.atol_has_zero) / h0;
     const double dmax = std::max(d1, d2);
+    // The exponent 1/p for a method of order p: torchdiffeq hands Hairer's formula, whose
+    // exponent is 1/(q + 1), q = p - 1, and so do we, for the same first step.
     const double h1 = dmax <= 1e-15 ? std::max(1e-6, h0 * 1e-3)
                                     : std::pow(0.01 / dmax, 1.0 / plan_.tableau->order);
     return std::min(100 * h0, h1);
@@ -407,12 +464,13 @@ class AdaptivePlanner : public Planner {
   double direction_ = 1.0, tau_ = 0.0, h_abs_ = kNaN;
   std::vector<Mark> stops_, dense_;
   size_t stop_i_ = 0, dense_i_ = 0;
-  std::vector<double> knots_;
+  std::vector<Knot> knots_;
   size_t knot_i_ = 0;
-  bool after_knot_ = false;
+  double first_ = 0.0;  // where the next step's stage 0 samples f
+  int64_t tries_ = 0;   // steps tried since the last observation was served
   // The step being tried.
   double h_try_ = 0.0, end_ = 0.0;
-  bool hits_stop_ = false, on_knot_ = false;
+  bool hits_stop_ = false, on_knot_ = false, at_min_ = false;
 };
 
 // ---------------------------------------------------------------- replay

@@ -1,11 +1,13 @@
 // Planners: where the steps of a solve go. A planner hands out steps, takes back
 // each step's error ratio and says whether it is accepted; it knows which
 // observations a step serves. Three kinds:
-//   FixedPlanner     a fixed grid (one step per interval, max_step subdivision, or
-//                    a uniform step_size grid), forwards or backwards; times are
-//                    tensors computed from t, so they may carry a graph to it;
-//   AdaptivePlanner  error control (I/PI controller, Hairer's first step, min/max
-//                    step, knots), on the host clock of a Clock;
+//   FixedPlanner     fixed steps (one per interval, max_step subdivision, or a grid:
+//                    step_size's uniform one or grid_constructor's, observations
+//                    between grid points interpolated), forwards or backwards; times
+//                    are tensors computed from t, so they may carry a graph to it;
+//   AdaptivePlanner  error control (I/PI controller, Hairer's first step, step sizes
+//                    clamped to [min_step, max_step], step_t/jump_t knots), on the host
+//                    clock of a Clock;
 //   ReplayPlanner    the recorded steps of a forward solve, last first.
 #pragma once
 

@@ -18,14 +18,27 @@ namespace neuralode {
 struct StepPlan {
   const Tableau* tableau = nullptr;
 
-  // Fixed-step methods. kSubdivide: each interval [t_i, t_{i+1}] is cut into
-  // n_i = ceil(max|t_{i+1} - t_i| / step) equal steps (the reference's rule;
-  // step = inf: one step per interval). kUniform: a grid t_0 + k * step ending at
-  // t_{T-1}, outputs between grid points interpolated linearly (torchdiffeq's
-  // step_size).
-  enum class Grid { kSubdivide, kUniform };
+  // Fixed-step methods: where the steps go.
+  //   kSubdivide    each interval [t_i, t_{i+1}] cut into n_i = ceil(max|t_{i+1} - t_i| / step)
+  //                 equal steps (the reference's rule; step = inf: one step per interval);
+  //   kUniform      the grid t_0 + k * step, its last point replaced by t_{T-1}
+  //                 (torchdiffeq's step_size);
+  //   kConstructed  the grid grid_constructor(t) (torchdiffeq's grid_constructor).
+  // On a grid the steps go from grid point to grid point and the observations between
+  // them are interpolated (`interp`).
+  enum class Grid { kSubdivide, kUniform, kConstructed };
   Grid grid = Grid::kSubdivide;
   double step = 0.0;
+  // kConstructed: the grid of times t (1-D, from t_0 to t_{T-1}, strictly monotonic,
+  // checked by its maker). Called on the thread of the solve; may carry a graph to t.
+  std::function<at::Tensor(const at::Tensor&)> grid_constructor;
+  // Output between grid points: linear, or cubic Hermite with f at both ends.
+  enum class Interp { kLinear, kCubic };
+  Interp interp = Interp::kLinear;
+  // torchdiffeq's perturb: stage 0 samples f at nextafter(t0, t1) and the c = 1 stages at
+  // nextafter(t1, t0) (in the state's dtype), so that f jumping at a grid point is seen
+  // from inside each step.
+  bool perturb = false;
 
   // Adaptive methods: error control and the step-size controller.
   at::Tensor rtol, atol;  // the state's dtype and device; one value or one per element
@@ -37,7 +50,10 @@ struct StepPlan {
   double beta1 = 0.0, beta2 = 0.0;
   double first_step = 0.0;  // 0: Hairer's automatic choice
   double min_step = 0.0, max_step = 0.0;
-  std::vector<double> step_t;  // knots: times every step lands on (f may jump there)
+  // Knots: times the steps land on. step_t: f is taken as continuous there (the landing
+  // step's last stage, sampled just before the knot, is the next step's first: FSAL).
+  // jump_t: f may jump there (f is evaluated again just past the knot). torchdiffeq's.
+  std::vector<double> step_t, jump_t;
 
   // The error norm of step-size control (and of the first-step choice when
   // `norm_first_step`). Default: the RMS of each part of the state, the largest over
@@ -49,7 +65,8 @@ struct StepPlan {
   std::function<double(const std::vector<at::Tensor>&)> norm;
   bool norm_first_step = true;
 
-  // Both: the most steps (accepted and rejected) one solve may take.
+  // Adaptive: the most step attempts (accepted and rejected) between two observations,
+  // as torchdiffeq counts them. Fixed: the most steps of the whole solve.
   int64_t max_num_steps = 0;
 
   bool adaptive() const { return tableau->adaptive; }

@@ -5,6 +5,7 @@
 #include <ATen/core/LegacyTypeDispatch.h>
 #include <ATen/ops/cat.h>
 #include <ATen/ops/maximum.h>
+#include <ATen/ops/nextafter.h>
 #include <ATen/ops/scalar_tensor.h>
 #include <ATen/ops/zeros_like.h>
 #include <c10/core/GradMode.h>
@@ -23,6 +24,29 @@ at::Tensor rows_view(const at::Tensor& h, int64_t dim) {
   return h.reshape_symint(shape);
 }
 
+namespace {
+
+// The representable number next to x in `dtype` (the state's), toward `toward`, in x's
+// dtype; its derivative w.r.t. x is 1 (torchdiffeq's _nextafter: a shift by one unit in
+// the last place does not cut the time gradient).
+at::Tensor nudge(const at::Tensor& x, const at::Tensor& toward, at::ScalarType dtype) {
+  at::Tensor next;
+  {
+    c10::NoGradGuard values_only;
+    next = at::nextafter(x.detach().to(dtype), toward.detach().to(dtype)).to(x.scalar_type());
+  }
+  // x + (next - x) is next exactly: the two are adjacent in dtype, so their difference is
+  // exact in x's dtype (at least as precise), and so is the sum.
+  return x.requires_grad() ? x + (next - x.detach()) : next;
+}
+
+}  // namespace
+
+at::Tensor end_time(const Step& step, const at::TensorOptions& t_options) {
+  if (step.host_times) return at::scalar_tensor(step.tau_last, t_options);
+  return step.t1.defined() ? step.t1 : step.t0 + step.h;
+}
+
 at::Tensor stage_time(const Step& step, double c, const at::TensorOptions& t_options) {
   if (step.host_times) {
     const double tau = c == 0.0 ? step.tau_first
@@ -30,7 +54,14 @@ at::Tensor stage_time(const Step& step, double c, const at::TensorOptions& t_opt
                                   : step.tau0 + c * step.dtau;
     return at::scalar_tensor(tau, t_options);
   }
-  return c == 0.0 ? step.t0 : step.t0 + step.h * c;
+  if (c == 0.0) {
+    return step.perturb ? nudge(step.t0, end_time(step, t_options), step.dt.scalar_type()) : step.t0;
+  }
+  if (c == 1.0) {
+    const at::Tensor t1 = end_time(step, t_options);
+    return step.perturb ? nudge(t1, step.t0, step.dt.scalar_type()) : t1;
+  }
+  return step.t0 + step.h * c;
 }
 
 StageLoop::StageLoop(const Tableau& tab, bool differentiable)

@@ -24,6 +24,12 @@ struct Step {
 
   at::Tensor t0, h;  // start and size in time: 0-d, or per sample (batch, 1)
   at::Tensor dt;     // h in the state's dtype (what the stage combinations take)
+  // The end in time where it is a time of its own (fixed steps: a grid point or an
+  // observation, not t0 + h rounded); undefined: t0 + h.
+  at::Tensor t1;
+  // Fixed steps with torchdiffeq's perturb: stage 0 at nextafter(t0, t1), the c = 1
+  // stages at nextafter(t1, t0), in the state's dtype.
+  bool perturb = false;
 
   int64_t end_obs = -1;         // the observation the step ends on, or -1
   std::vector<int64_t> inner;   // observations strictly inside, served by interpolation
@@ -32,5 +38,9 @@ struct Step {
 
 // The time of a stage with node c (0 <= c <= 1) of `step`, as f receives it.
 at::Tensor stage_time(const Step& step, double c, const at::TensorOptions& t_options);
+
+// The step's end as f receives it outside the stages (f at the end for interpolation):
+// tau_last on the host clock; t1 (or t0 + h) for tensor times, never perturbed.
+at::Tensor end_time(const Step& step, const at::TensorOptions& t_options);
 
 }  // namespace neuralode

@@ -57,7 +57,7 @@ double ForwardSystem::attempt(const Step& step) {
 
 at::Tensor ForwardSystem::f_end(const Step& step) {
   if (tableau().fsal) return st_.k[0].back();
-  if (!f1_.defined()) f1_ = f_(stage_time(step, 1.0, t_options_), z1_);
+  if (!f1_.defined()) f1_ = f_(end_time(step, t_options_), z1_);
   return f1_;
 }
 
@@ -245,6 +245,7 @@ double ReplaySystem::attempt(const Step& walk) {
   std::vector<at::Tensor> lin_thetas = rec.lin_thetas;
   leaf(step.t0);
   leaf(step.h);
+  leaf(step.t1);
   for (at::Tensor& th : lin_thetas) leaf(th);
   if (step.h.defined() && step.h.requires_grad()) step.dt = step.h.to(z0.scalar_type());
 
@@ -267,12 +268,14 @@ double ReplaySystem::attempt(const Step& walk) {
     std::vector<at::Tensor> inside;
     for (int64_t j : rec.step.inner) inside.push_back(grad_ys_[j]);
     if (loop_.tableau().adaptive) {
-      const at::Tensor f1 = loop_.tableau().fsal ? ks.back() : f_(stage_time(step, 1.0, t_options_), y1);
+      const at::Tensor f1 = loop_.tableau().fsal ? ks.back() : f_(end_time(step, t_options_), y1);
       outputs.push_back(interpolate(loop_.tableau(), rec.thetas, step.dtau, z0, y1, ks, f1));
       cotangents.push_back(at::stack(inside));
     } else {
+      const at::Tensor f1 = tape_.cubic ? f_(end_time(step, t_options_), y1) : at::Tensor();
       for (size_t m = 0; m < lin_thetas.size(); ++m) {
-        outputs.push_back(interpolate_linear(z0, y1, lin_thetas[m]));
+        outputs.push_back(tape_.cubic ? interpolate_cubic(z0, y1, ks[0], f1, lin_thetas[m], step.dt)
+                                      : interpolate_linear(z0, y1, lin_thetas[m]));
         cotangents.push_back(inside[m]);
       }
     }

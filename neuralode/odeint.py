@@ -274,20 +274,46 @@ def odeint(
             one clock and one error control for the batch, a stop at every observation).
         method: adaptive ``"dopri5"`` (default), ``"tsit5"``, ``"bosh3"``, ``"dopri8"``,
             ``"adaptive_heun"``, ``"fehlberg2"``, or fixed-step ``"euler"``, ``"midpoint"``,
-            ``"rk4"`` (classic RK4), ``"heun2"``, ``"heun3"``.
+            ``"rk4"`` (Kutta's 3/8 rule, torchdiffeq's ``rk4``), ``"rk4_classic"`` (the classic
+            RK4, weights 1/6, 1/3, 1/3, 1/6), ``"heun2"``, ``"heun3"``.
         rtol, atol: adaptive methods keep the RMS over elements of
             ``err / (atol + rtol * max(|y0|, |y1|))`` at most 1 per step; numbers, or tensors
             broadcastable to ``y0``. Fixed-step methods ignore them.
-        options: fixed-step: ``step_size`` (a uniform grid ``t[0] + k * step_size`` ending at
-            ``t[-1]``, outputs linearly interpolated, as torchdiffeq), or ``max_step`` (each
-            interval cut into ``n = ceil(max |t[i+1] - t[i]| / max_step)`` equal steps, the
-            reference's rule); neither: one step per interval; ``max_num_steps``.
-            Adaptive: ``first_step`` (default: Hairer's choice), ``safety`` (0.9), ``ifactor``
-            (10), ``dfactor`` (0.2), ``controller`` (``"I"``, or ``"PI"`` with ``beta1`` 0.7,
-            ``beta2`` 0.4), ``min_step``, ``max_step``, ``max_num_steps``, ``step_t`` (times
-            every step must land on, e.g. discontinuities of f). Observation times never
-            shorten a step: they are served from the method's dense output. Defaults:
-            :data:`neuralode.spec.ADAPTIVE_DEFAULTS`.
+        options: torchdiffeq's, with its meaning, plus a few of neuralode's own. An option the
+            method does not take is ignored with torchdiffeq's warning,
+            ``"<Solver>: Unexpected arguments {...}"`` (``<Solver>`` torchdiffeq's class name,
+            e.g. ``Dopri5Solver``, ``RK4``; see :data:`neuralode.spec.SOLVER_NAMES`).
+
+            Fixed-step methods: ``step_size`` (the grid ``t[0] + k * step_size``, its last
+            point replaced by ``t[-1]``) or ``grid_constructor`` (a callable
+            ``(func, y0, t) -> grid``, a 1-D tensor from ``t[0]`` to ``t[-1]``; for decreasing
+            ``t`` it receives ``-t`` and the dynamics in ``s = -t``, ``-func(-s, y)``, and its
+            grid is negated back, as in torchdiffeq): one step from each grid point to the
+            next, each observation served by the step that reaches it, interpolated inside
+            it by ``interp``: ``"linear"`` (default) or ``"cubic"`` (Hermite through
+            ``y, f`` at both grid points: ``f(t1, y1)`` costs one evaluation per step that
+            serves an observation). The two are mutually exclusive. Neither: one step per
+            interval, or, neuralode's ``max_step``, each interval cut into
+            ``n = ceil(max |t[i+1] - t[i]| / max_step)`` equal steps (the reference's rule).
+            ``perturb`` (default False): stage 0 samples ``f`` at ``nextafter(t0, t1)`` and the
+            stages at ``c = 1`` at ``nextafter(t1, t0)`` (in ``y0``'s dtype), so that ``f``
+            with a jump at a grid point is seen from inside each step. ``max_num_steps``: the
+            most steps of the whole solve.
+
+            Adaptive methods: ``first_step`` (default: Hairer's choice), ``safety`` (0.9),
+            ``ifactor`` (10), ``dfactor`` (0.2), ``min_step``, ``max_step``: every step size is
+            clamped to ``[min_step, max_step]`` and a step of at most ``min_step`` is accepted
+            whatever its error; ``max_num_steps``: the most steps (accepted and rejected)
+            tried between one observation time and the next, torchdiffeq's count;
+            ``step_t``: times every step lands on (f is continuous there but not smooth; the
+            last stage of the step that lands is the next step's first, f is not evaluated
+            again); ``jump_t``: times every step lands on where f jumps (f is evaluated again
+            at ``nextafter`` past the jump); a time may not be in both, nor twice;
+            ``dtype``: torchdiffeq's time dtype, ``torch.float64`` or ``torch.float32``,
+            accepted and without effect: neuralode's adaptive clock is float64 on the host
+            either way. Neuralode's own: ``controller`` (``"I"``, or ``"PI"`` with ``beta1``
+            0.7, ``beta2`` 0.4). Observation times never shorten a step: they are served from
+            the method's dense output. Defaults: :data:`neuralode.spec.ADAPTIVE_DEFAULTS`.
         gradient: ``"backprop"`` (autograd through every step: RK-Net), ``"adjoint"``
             (continuous adjoint, O(1) memory in the number of steps) or ``"checkpoint"``
             (discrete adjoint, exact, O(steps x |y0|) memory).
@@ -330,7 +356,7 @@ def odeint(
         options=options, gradient=gradient, adjoint_method=adjoint_method,
         adjoint_rtol=None if adjoint_rtol is None else layout.tolerance(adjoint_rtol, "adjoint_rtol"),
         adjoint_atol=None if adjoint_atol is None else layout.tolerance(adjoint_atol, "adjoint_atol"),
-        adjoint_options=adjoint_options, layout=layout, n_params=len(params),
+        adjoint_options=adjoint_options, layout=layout, n_params=len(params), func=f,
     )
     if gradient == "backprop":
         def solve(y_start, times):
@@ -380,7 +406,7 @@ def _odeint_python_method(f, func, layout, y, t, method, rtol, atol, options, gr
         adjoint_method=backward_method,
         adjoint_rtol=None if adjoint_rtol is None else layout.tolerance(adjoint_rtol, "adjoint_rtol"),
         adjoint_atol=None if adjoint_atol is None else layout.tolerance(adjoint_atol, "adjoint_atol"),
-        adjoint_options=adjoint_options, layout=layout, n_params=len(params),
+        adjoint_options=adjoint_options, layout=layout, n_params=len(params), func=f,
     )
     ys = _Solve.apply(f, spec, stats, False, _modules_of(func), run, y, t, *params)
     return layout.unpack_trajectory(ys)

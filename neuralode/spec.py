@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import math
 import numbers
+import warnings
+from collections import Counter
 from functools import lru_cache
 from typing import Optional
 
@@ -22,7 +24,8 @@ from . import _C
 
 __all__ = [
     "METHODS", "FIXED_STEP_METHODS", "ADAPTIVE_METHODS", "GRADIENT_MODES", "DEFAULT_METHOD",
-    "RTOL", "ATOL", "ADAPTIVE_DEFAULTS", "FIXED_STEP_OPTIONS", "ADAPTIVE_OPTIONS", "build_spec",
+    "RTOL", "ATOL", "ADAPTIVE_DEFAULTS", "FIXED_STEP_OPTIONS", "ADAPTIVE_OPTIONS", "SOLVER_NAMES",
+    "build_spec",
 ]
 
 #: Fixed-step Runge-Kutta methods (tableaux in csrc/tableau.h).
@@ -37,16 +40,30 @@ GRADIENT_MODES = ("backprop", "adjoint", "checkpoint")
 RTOL, ATOL = 1e-7, 1e-9
 DEFAULT_MAX_NUM_STEPS = 2**31 - 1
 #: Options of the adaptive methods and their defaults (torchdiffeq's where it has them):
-#: ``first_step`` 0 is Hairer's automatic choice; ``controller`` "I" or "PI".
+#: ``first_step`` 0 is Hairer's automatic choice; ``controller`` "I" or "PI" (with ``beta1``,
+#: ``beta2``: neuralode's own); ``step_t`` / ``jump_t`` knots; ``dtype`` torchdiffeq's time
+#: dtype (accepted; the adaptive clock is float64 whatever it says).
 ADAPTIVE_DEFAULTS = {
     "first_step": 0.0, "safety": 0.9, "ifactor": 10.0, "dfactor": 0.2, "controller": "I",
     "beta1": 0.7, "beta2": 0.4, "min_step": 0.0, "max_step": math.inf,
-    "max_num_steps": DEFAULT_MAX_NUM_STEPS, "step_t": (),
+    "max_num_steps": DEFAULT_MAX_NUM_STEPS, "step_t": (), "jump_t": (), "dtype": torch.float64,
 }
 ADAPTIVE_OPTIONS = tuple(ADAPTIVE_DEFAULTS)
-#: Options of the fixed-step methods: ``step_size`` (uniform grid) or ``max_step``
-#: (subdivision; default inf: one step per interval), ``max_num_steps``.
-FIXED_STEP_OPTIONS = ("step_size", "max_step", "max_num_steps")
+#: Options of the fixed-step methods. torchdiffeq's: ``step_size`` (a uniform grid) or
+#: ``grid_constructor`` (a grid of one's own), ``interp`` ("linear" or "cubic") between grid
+#: points, ``perturb``; neuralode's own: ``max_step`` (each interval cut into equal steps;
+#: default inf: one step per interval), ``max_num_steps``. ``norm`` is taken and ignored, as
+#: torchdiffeq's fixed-grid solvers do (they have no error to measure).
+FIXED_STEP_OPTIONS = ("step_size", "grid_constructor", "interp", "perturb", "max_step", "max_num_steps", "norm")
+#: How the options name a solver in warnings: torchdiffeq's class of each method (names in
+#: its style for the methods torchdiffeq lacks), so that warning filters written for
+#: torchdiffeq match.
+SOLVER_NAMES = {
+    "euler": "Euler", "midpoint": "Midpoint", "rk4": "RK4", "rk4_classic": "RK4Classic",
+    "heun2": "Heun2", "heun3": "Heun3", "bosh3": "Bosh3Solver", "dopri5": "Dopri5Solver",
+    "tsit5": "Tsit5Solver", "dopri8": "Dopri8Solver", "adaptive_heun": "AdaptiveHeunSolver",
+    "fehlberg2": "Fehlberg2",
+}
 #: The adjoint's error norm: "full" (default) or "seminorm" (``adjoint_options["norm"]``).
 NORMS = ("full", "seminorm")
 
@@ -113,18 +130,69 @@ def _max_num_steps(options: dict, name: str) -> int:
     return value
 
 
-def _fixed_plan(method: str, options: dict, t: Tensor, name: str):
-    unknown = sorted(set(options) - set(FIXED_STEP_OPTIONS))
-    if unknown:
-        raise ValueError(
-            f"{name}: unknown option(s) {', '.join(map(repr, unknown))} for method {method!r}; "
-            f"the fixed-step methods take {', '.join(FIXED_STEP_OPTIONS)}"
-        )
-    if "step_size" in options and "max_step" in options:
-        raise ValueError(f"{name}: give either 'step_size' or 'max_step', not both")
-    grid, step = "subdivide", math.inf
+def _expected(method: str, options: dict, allowed) -> dict:
+    """The options ``method`` takes. The others are warned about as torchdiffeq warns
+    (``"<Solver>: Unexpected arguments {...}"``, a UserWarning) and then ignored."""
+    unexpected = {k: v for k, v in options.items() if k not in allowed}
+    if unexpected:
+        warnings.warn(f"{SOLVER_NAMES[method]}: Unexpected arguments {unexpected}")
+    return {k: v for k, v in options.items() if k in allowed}
+
+
+def _given(options: dict, key: str) -> bool:
+    """Whether ``key`` is set: torchdiffeq's options that default to None count as unset
+    when None is passed."""
+    return options.get(key) is not None
+
+
+def _grid_maker(constructor, func, y0: Tensor, t: Tensor, name: str):
+    """``grid(t)`` for the C++ planner, which calls it with the times the steps are placed
+    from (possibly a copy of t that requires grad, so that the grid keeps its graph).
+
+    torchdiffeq's rule: ``grid_constructor(func, y0, t)`` is the grid the steps go along,
+    from t[0] to t[-1]. For decreasing t, torchdiffeq solves in the time s = -t; its
+    constructor then receives -t and the dynamics in s, ``-func(-s, y)``, and its grid is
+    negated back. The grid is checked: 1-D, finite, from t[0] to t[-1], strictly monotonic
+    in t's direction."""
+    decreasing = t.shape[0] > 1 and bool(t[-1] < t[0])
+
+    def grid(times: Tensor) -> Tensor:
+        if decreasing:
+            g = constructor(lambda s, y: -func(-s, y), y0, -times)
+        else:
+            g = constructor(func, y0, times)
+        if not isinstance(g, Tensor):
+            raise TypeError(f"{name}: 'grid_constructor' must return a torch.Tensor, got {type(g).__name__}")
+        g = (-g if decreasing else g).to(dtype=times.dtype, device=times.device)
+        if g.dim() != 1 or g.shape[0] < 2 or not bool(torch.isfinite(g).all()):
+            raise ValueError(f"{name}: 'grid_constructor' must return a finite 1-D grid of at least 2 times, "
+                             f"got shape {tuple(g.shape)}")
+        if not (bool(g[0] == times[0]) and bool(g[-1] == times[-1])):
+            raise ValueError(
+                f"{name}: the grid from 'grid_constructor' must start at t[0] and end at t[-1] (torchdiffeq's "
+                f"rule); it goes from {g[0].item()!r} to {g[-1].item()!r}, t from {times[0].item()!r} to "
+                f"{times[-1].item()!r}"
+            )
+        steps = g[1:] - g[:-1]
+        if not bool((steps < 0).all() if decreasing else (steps > 0).all()):
+            raise ValueError(f"{name}: the grid from 'grid_constructor' must be strictly "
+                             f"{'decreasing' if decreasing else 'increasing'}, as t is")
+        return g
+
+    return grid
+
+
+def _fixed_plan(method: str, options: dict, y0: Tensor, t: Tensor, func, name: str):
+    options = _expected(method, options, FIXED_STEP_OPTIONS)
+    if _given(options, "step_size") and _given(options, "grid_constructor"):
+        raise ValueError(f"{name}: 'step_size' and 'grid_constructor' are mutually exclusive arguments; give one")
+    for key in ("step_size", "grid_constructor"):
+        if _given(options, key) and "max_step" in options:
+            raise ValueError(f"{name}: give either {key!r} or 'max_step', not both")
+    grid, step, constructor = "subdivide", math.inf, None
     for key in ("step_size", "max_step"):
-        if key in options:
+        # max_step is neuralode's own: None is a bad value there, not "unset".
+        if _given(options, key) if key == "step_size" else key in options:
             value = _number(options[key])
             # max_step = inf is allowed: one step per interval.
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not (value > 0) or (
@@ -133,42 +201,84 @@ def _fixed_plan(method: str, options: dict, t: Tensor, name: str):
                 what = "a positive finite number" if key == "step_size" else "a positive number"
                 raise ValueError(f"{name}: {key!r} must be {what}, got {options[key]!r}")
             grid, step = ("uniform" if key == "step_size" else "subdivide"), float(value)
-    if grid == "uniform" and t.dim() == 3:
-        raise ValueError(f"{name}: 'step_size' needs 1-D times; with per-sample times (T, batch, 1) use 'max_step'")
+    for key in ("step_size", "grid_constructor"):
+        if _given(options, key) and t.dim() == 3:
+            raise ValueError(f"{name}: {key!r} needs 1-D times; with per-sample times (T, batch, 1) use 'max_step'")
+    if _given(options, "grid_constructor"):
+        if not callable(options["grid_constructor"]):
+            raise ValueError(f"{name}: 'grid_constructor' must be callable as grid_constructor(func, y0, t), "
+                             f"got {type(options['grid_constructor']).__name__}")
+        grid = "constructed"
+        constructor = _grid_maker(options["grid_constructor"], func, y0, t, name)
+    interp = options.get("interp", "linear")
+    if interp not in ("linear", "cubic"):
+        raise ValueError(f"{name}: 'interp' must be 'linear' or 'cubic', got {interp!r}")
+    perturb = options.get("perturb", False)
+    if isinstance(perturb, Tensor) and perturb.numel() == 1:
+        perturb = perturb.item()
+    if not isinstance(perturb, (bool, numbers.Integral)) or perturb not in (0, 1):
+        raise ValueError(f"{name}: 'perturb' must be True or False, got {perturb!r}")
     d = ADAPTIVE_DEFAULTS
     return _C.StepPlan(
         method=method, grid=grid, step=step, rtol=None, atol=None, safety=d["safety"],
         ifactor=d["ifactor"], dfactor=d["dfactor"], pi=False, beta1=d["beta1"], beta2=d["beta2"],
         first_step=0.0, min_step=0.0, max_step=math.inf,
-        max_num_steps=_max_num_steps(options, name), step_t=[],
+        max_num_steps=_max_num_steps(options, name), step_t=[], jump_t=[],
+        grid_constructor=constructor, interp=interp, perturb=bool(perturb),
     )
+
+
+def _knots(options: dict, key: str, t: Tensor, name: str) -> list:
+    """``step_t`` or ``jump_t`` as a list of finite times (None or absent: none)."""
+    value = options.get(key)
+    if value is None:
+        return []
+    try:
+        knots = torch.as_tensor(value.detach() if isinstance(value, Tensor) else value, dtype=torch.float64)
+    except (TypeError, ValueError, RuntimeError):
+        raise ValueError(f"{name}: {key!r} must be times (a sequence or tensor of numbers), got {value!r}") from None
+    knots = knots.cpu().flatten().tolist()
+    if not all(math.isfinite(x) for x in knots):
+        raise ValueError(f"{name}: {key!r} must hold finite times")
+    if knots and t.dim() == 3:
+        raise ValueError(f"{name}: {key!r} needs 1-D times (each sample's times differ)")
+    return knots
+
+
+def _check_knots_apart(step_t: list, jump_t: list, t: Tensor, name: str) -> None:
+    """torchdiffeq's rule: among the knots not behind t[0], no time twice (in step_t and
+    jump_t, or twice in one): a time is either one where f is continuous or one where it
+    jumps."""
+    t0 = t.reshape(-1)[0].item() if t.numel() else 0.0
+    sign = -1.0 if t.dim() == 1 and t.shape[0] > 1 and bool(t[-1] < t[0]) else 1.0
+    counts = Counter(x for x in step_t + jump_t if sign * (x - t0) >= 0)
+    repeated = sorted(x for x, n in counts.items() if n > 1)
+    if repeated:
+        raise ValueError(
+            f"{name}: 'step_t' and 'jump_t' must not have any repeated elements between them (torchdiffeq's rule), "
+            f"got {repeated} more than once; put a time where f jumps in jump_t only"
+        )
 
 
 def _adaptive_plan(method: str, rtol, atol, options: dict, y0: Tensor, t: Tensor, name: str, adjoint: bool,
                    segments=(), norm_wrapper=None):
     allowed = ADAPTIVE_OPTIONS + ("norm",)
-    unknown = sorted(set(options) - set(allowed))
-    if unknown:
-        raise ValueError(
-            f"{name}: unknown option(s) {', '.join(map(repr, unknown))} for an adaptive method; "
-            f"the adaptive methods take {', '.join(allowed)}"
-        )
+    options = _expected(method, options, allowed)
     safety, ifactor, dfactor = (_positive(options, k, name) for k in ("safety", "ifactor", "dfactor"))
     if not (safety <= 1 and dfactor < 1 < ifactor):
         raise ValueError(f"{name}: need safety <= 1, dfactor < 1 and ifactor > 1")
     controller = options.get("controller", ADAPTIVE_DEFAULTS["controller"])
     if controller not in ("I", "PI"):
         raise ValueError(f"{name}: 'controller' must be 'I' or 'PI', got {controller!r}")
-    first_step = _positive(options, "first_step", name) if "first_step" in options else 0.0
+    first_step = _positive(options, "first_step", name) if _given(options, "first_step") else 0.0
     min_step = _number(options.get("min_step", ADAPTIVE_DEFAULTS["min_step"]))
     if isinstance(min_step, bool) or not isinstance(min_step, (int, float)) or not (min_step >= 0):
         raise ValueError(f"{name}: 'min_step' must be a non-negative number, got {min_step!r}")
-    step_t = options.get("step_t", ())
-    step_t = step_t.detach().flatten().tolist() if isinstance(step_t, Tensor) else [float(x) for x in step_t]
-    if not all(math.isfinite(x) for x in step_t):
-        raise ValueError(f"{name}: 'step_t' must hold finite times")
-    if step_t and t.dim() == 3:
-        raise ValueError(f"{name}: 'step_t' needs 1-D times (each sample's times differ)")
+    step_t, jump_t = _knots(options, "step_t", t, name), _knots(options, "jump_t", t, name)
+    _check_knots_apart(step_t, jump_t, t, name)
+    time_dtype = options.get("dtype", ADAPTIVE_DEFAULTS["dtype"])
+    if time_dtype not in (torch.float32, torch.float64):
+        raise ValueError(f"{name}: 'dtype' (the time dtype) must be torch.float32 or torch.float64, got {time_dtype!r}")
     max_step = _positive(options, "max_step", name, allow_inf=True)
     if min_step > max_step:
         raise ValueError(f"{name}: 'min_step' ({min_step}) is larger than 'max_step' ({max_step}); no step fits")
@@ -197,7 +307,8 @@ def _adaptive_plan(method: str, rtol, atol, options: dict, y0: Tensor, t: Tensor
         beta1=_positive(options, "beta1", name), beta2=_positive(options, "beta2", name),
         first_step=first_step, min_step=float(min_step),
         max_step=max_step,
-        max_num_steps=_max_num_steps(options, name), step_t=step_t,
+        max_num_steps=_max_num_steps(options, name), step_t=step_t, jump_t=jump_t,
+        grid_constructor=None, interp="linear", perturb=False,
         atol_has_zero=_has_zero(atol), segments=list(segments), norm=user_norm,
         # The adjoint's first step is chosen on [z] alone: a user's adjoint norm takes the
         # whole augmented state, so the first step uses the built-in norm there.
@@ -221,6 +332,7 @@ def build_spec(
     adjoint_options: Optional[dict],
     layout=None,
     n_params: int = 0,
+    func=None,
 ):
     """The ``_C.SolveSpec`` of one ``odeint`` call, every argument checked (errors name
     the argument and what to change).
@@ -229,6 +341,7 @@ def build_spec(
     says how the user's state lies in it: its pieces get the mixed norm, and a user's
     ``norm`` is called on the scaled error laid out like the user's state (torchdiffeq's
     convention; the adjoint's on ``(t, *y, *adj_y, *adj_params)``, ``n_params`` of them).
+    ``func`` (``f(t, y)`` on the buffer) is what a fixed-step ``grid_constructor`` receives.
     """
     if gradient not in GRADIENT_MODES:
         raise ValueError(f"gradient must be one of {', '.join(map(repr, GRADIENT_MODES))}, got {gradient!r}")
@@ -248,7 +361,7 @@ def build_spec(
     else:
         for value, name in ((rtol, "rtol"), (atol, "atol")):
             tolerance(value, y0, name)
-        forward = _fixed_plan(method, options, t, "options")
+        forward = _fixed_plan(method, options, y0, t, func, "options")
     if gradient != "adjoint":
         return _C.SolveSpec(forward=forward, backward=forward, gradient=gradient, seminorm=False)
 
@@ -272,5 +385,5 @@ def build_spec(
         return _C.SolveSpec(forward=forward, backward=backward, gradient=gradient, seminorm=norm == "seminorm")
     if adjoint_rtol is not None or adjoint_atol is not None:
         raise ValueError("adjoint_rtol/adjoint_atol apply to adaptive adjoint methods only")
-    backward = _fixed_plan(adjoint_method, dict(adjoint_options), t, "adjoint_options")
+    backward = _fixed_plan(adjoint_method, dict(adjoint_options), y0, t, func, "adjoint_options")
     return _C.SolveSpec(forward=forward, backward=backward, gradient=gradient, seminorm=False)

@@ -15,8 +15,8 @@ from torch import nn
 
 import neuralode
 
-ORDER = {"euler": 1, "midpoint": 2, "rk4": 4}
-STEPS = {"euler": [0.04, 0.02, 0.01], "midpoint": [0.1, 0.05, 0.025], "rk4": [0.1, 0.05, 0.025]}  # in the asymptotic range
+ORDER = {"euler": 1, "midpoint": 2, "rk4_classic": 4}
+STEPS = {"euler": [0.04, 0.02, 0.01], "midpoint": [0.1, 0.05, 0.025], "rk4_classic": [0.1, 0.05, 0.025]}  # in the asymptotic range
 
 
 class Linear(nn.Module):
@@ -69,7 +69,7 @@ def _err(grads, exact):
     return max(((g - e).abs().max() / e.abs().max()).item() for g, e in zip(grads, exact))
 
 
-@pytest.mark.parametrize("method", ["euler", "midpoint", "rk4"])
+@pytest.mark.parametrize("method", ["euler", "midpoint", "rk4_classic"])
 def test_adjoint_gradient_converges_at_order_linear(method):
     W = torch.tensor([[-0.1, -1.0], [1.0, -0.1]], dtype=torch.float64) + 0.2
     y0 = torch.tensor([[0.6, 0.3], [-1.0, 0.5]], dtype=torch.float64)
@@ -83,12 +83,12 @@ def test_adjoint_gradient_converges_at_order_linear(method):
     assert abs(_slope(STEPS[method], errs) - ORDER[method]) < 0.3, errs
 
 
-@pytest.mark.parametrize("method", ["euler", "midpoint", "rk4"])
+@pytest.mark.parametrize("method", ["euler", "midpoint", "rk4_classic"])
 def test_adjoint_gradient_converges_at_order_time_dependent(method):
     func = TimeMLP()
     y0 = torch.tensor([[0.6, 0.3], [-1.0, 0.5], [0.1, 0.1]], dtype=torch.float64)
     t = torch.tensor([0.0, 0.6, 1.0, 1.8], dtype=torch.float64)
-    exact = _grads(func, y0, t, method="rk4", options={"max_step": STEPS[method][-1] / 50})
+    exact = _grads(func, y0, t, method="rk4_classic", options={"max_step": STEPS[method][-1] / 50})
     errs = [
         _err(_grads(func, y0, t, method=method, options={"max_step": h}, gradient="adjoint"), exact)
         for h in STEPS[method]
@@ -101,9 +101,9 @@ def test_adjoint_per_sample_times_converge():
     func = TimeMLP()
     y0 = torch.tensor([[0.6, 0.3], [-1.0, 0.5], [0.1, 0.1]], dtype=torch.float64)
     t = torch.tensor([[0.0, 0.2, -0.3], [0.6, 0.5, 0.4], [1.0, 1.4, 0.9]], dtype=torch.float64).unsqueeze(-1)
-    exact = _grads(func, y0, t, method="rk4", options={"max_step": 0.001})
-    hs = STEPS["rk4"]
-    errs = [_err(_grads(func, y0, t, method="rk4", options={"max_step": h}, gradient="adjoint"), exact) for h in hs]
+    exact = _grads(func, y0, t, method="rk4_classic", options={"max_step": 0.001})
+    hs = STEPS["rk4_classic"]
+    errs = [_err(_grads(func, y0, t, method="rk4_classic", options={"max_step": h}, gradient="adjoint"), exact) for h in hs]
     assert abs(_slope(hs, errs) - 4) < 0.3, errs
 
 
@@ -112,7 +112,7 @@ def test_adjoint_with_step_size_grid_converges():
     func = TimeMLP()
     y0 = torch.tensor([[0.6, 0.3]], dtype=torch.float64)
     t = torch.tensor([0.0, 0.6, 1.0, 1.8], dtype=torch.float64)
-    exact = _grads(func, y0, t, method="rk4", options={"max_step": 0.001})
+    exact = _grads(func, y0, t, method="rk4_classic", options={"max_step": 0.001})
     errs = [
         _err(_grads(func, y0, t, method="midpoint", options={"step_size": h}, gradient="adjoint"), exact)
         for h in (0.02, 0.01)
@@ -124,11 +124,11 @@ def test_adjoint_method_and_options_for_the_backward_solve():
     func = TimeMLP()
     y0 = torch.tensor([[0.6, 0.3]], dtype=torch.float64)
     t = torch.tensor([0.0, 1.0], dtype=torch.float64)
-    exact = _grads(func, y0, t, method="rk4", options={"max_step": 0.001})
+    exact = _grads(func, y0, t, method="rk4_classic", options={"max_step": 0.001})
     coarse = _grads(func, y0, t, method="euler", options={"max_step": 0.01}, gradient="adjoint")
     fine_back = _grads(
         func, y0, t, method="euler", options={"max_step": 0.01}, gradient="adjoint",
-        adjoint_method="rk4", adjoint_options={"max_step": 0.01},
+        adjoint_method="rk4_classic", adjoint_options={"max_step": 0.01},
     )
     # The forward state stored at t=1 is Euler's; a better backward solve still helps dL/dtheta.
     assert _err(fine_back[2:], exact[2:]) < _err(coarse[2:], exact[2:])

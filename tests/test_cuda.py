@@ -47,7 +47,7 @@ class MLP(nn.Module):
 
 
 @pytest.mark.parametrize("gradient", ["backprop", "adjoint"])
-@pytest.mark.parametrize("method", ["euler", "midpoint", "rk4"])
+@pytest.mark.parametrize("method", ["euler", "midpoint", "rk4_classic"])
 @pytest.mark.parametrize("per_sample", [False, True])
 def test_solve_cuda_matches_cpu(method, gradient, per_sample):
     results = {}

@@ -21,7 +21,7 @@ T = torch.tensor([0.0, 0.5, 1.0])
 
 @pytest.mark.parametrize("gradient", ["backprop", "adjoint"])
 def test_good_call_works(gradient):
-    ys = neuralode.odeint(f, y0(), T, method="rk4", gradient=gradient)
+    ys = neuralode.odeint(f, y0(), T, method="rk4_classic", gradient=gradient)
     assert ys.shape == (3, 3, 2)
 
 
@@ -90,13 +90,16 @@ def test_t_on_other_device():
 
 
 def test_unknown_method():
-    with pytest.raises(ValueError, match="unknown method 'rk45'; choose one of euler, midpoint, rk4, heun2, heun3, bosh3, dopri5, tsit5, dopri8, adaptive_heun, fehlberg2"):
+    with pytest.raises(ValueError, match="unknown method 'rk45'; choose one of euler, midpoint, rk4, rk4_classic, heun2, heun3, bosh3, dopri5, tsit5, dopri8, adaptive_heun, fehlberg2"):
         neuralode.odeint(f, y0(), T, method="rk45")
 
 
-def test_unknown_option():
-    with pytest.raises(ValueError, match="unknown option\\(s\\) 'stepsize'"):
-        neuralode.odeint(f, y0(), T, method="rk4", options={"stepsize": 0.1})
+def test_unknown_option_warns_and_is_ignored():
+    """torchdiffeq's rule: a warning naming the solver class, then the option is ignored."""
+    y = y0()
+    with pytest.warns(UserWarning, match="RK4Classic: Unexpected arguments \\{'stepsize': 0.1\\}"):
+        ys = neuralode.odeint(f, y, T, method="rk4_classic", options={"stepsize": 0.1})
+    assert torch.equal(ys, neuralode.odeint(f, y, T, method="rk4_classic"))
 
 
 @pytest.mark.parametrize("options", [{"step_size": 0.0}, {"max_step": -1.0}, {"step_size": float("nan")}])
@@ -107,7 +110,7 @@ def test_non_positive_step(options):
 
 def test_both_step_rules():
     with pytest.raises(ValueError, match="either 'step_size' or 'max_step'"):
-        neuralode.odeint(f, y0(), T, method="rk4", options={"step_size": 0.1, "max_step": 0.1})
+        neuralode.odeint(f, y0(), T, method="rk4_classic", options={"step_size": 0.1, "max_step": 0.1})
 
 
 def test_too_many_steps():
@@ -120,7 +123,7 @@ def test_too_many_steps():
 def test_step_size_with_per_sample_times():
     t = torch.tensor([[0.0, 0.0, 0.0], [0.5, 0.6, 0.7]]).unsqueeze(-1)
     with pytest.raises(ValueError, match="'step_size' needs 1-D times"):
-        neuralode.odeint(f, y0(), t, method="rk4", options={"step_size": 0.1})
+        neuralode.odeint(f, y0(), t, method="rk4_classic", options={"step_size": 0.1})
 
 
 def test_unknown_gradient_mode():
@@ -172,10 +175,10 @@ def test_wrong_shape_in_adjoint_backward_is_reported():
             self.calls = 0
 
         def forward(self, t, z):
-            self.calls += 1  # rk4, one step: the forward pass makes 4 calls
+            self.calls += 1  # rk4_classic, one step: the forward pass makes 4 calls
             return z * self.w if self.calls <= 4 else (z * self.w)[:, :1]
 
     z = y0().requires_grad_(True)
-    ys = neuralode.odeint_adjoint(Flaky(), z, torch.tensor([0.0, 1.0]), method="rk4")
+    ys = neuralode.odeint_adjoint(Flaky(), z, torch.tensor([0.0, 1.0]), method="rk4_classic")
     with pytest.raises(ValueError, match="func returned a tensor of shape"):
         ys.sum().backward()

@@ -132,7 +132,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-SOLVER = {"method": "rk4", "options": {"max_step": 0.5}}
+SOLVER = {"method": "rk4_classic", "options": {"max_step": 0.5}}
 
 
 def _global_batch():

@@ -12,7 +12,7 @@ import neuralode
 from neuralode import _C
 from test_adaptive import TanhMLP  # f(t, z) = W2 tanh(W1 [z, t] + b1) + b2, per-sample t too
 
-FIXED = ["euler", "midpoint", "rk4"]
+FIXED = ["euler", "midpoint", "rk4_classic"]
 
 
 def _rel(a, b):
@@ -84,7 +84,7 @@ def test_fixed_checkpoint_matches_closed_form():
     k = torch.tensor(1.3, dtype=torch.float64, requires_grad=True)
     y0 = torch.tensor([[2.0]], dtype=torch.float64, requires_grad=True)
     t = torch.tensor([0.0, 1.0], dtype=torch.float64)
-    ys = neuralode.odeint(lambda t, z: -k * z, y0, t, method="rk4", options={"max_step": 0.25},
+    ys = neuralode.odeint(lambda t, z: -k * z, y0, t, method="rk4_classic", options={"max_step": 0.25},
                           gradient="checkpoint", adjoint_params=(k,))
     g_y0, g_k = torch.autograd.grad(ys[-1].sum(), [y0, k])
     x = -k.detach() * 0.25
@@ -122,9 +122,9 @@ def _adjoint_vs_checkpoint(jumps, norm):
     for gradient in ("checkpoint", "adjoint"):
         stats = neuralode.SolverStats()
         y = y0.clone().requires_grad_(True)
-        extra = {"adjoint_options": {"step_t": jumps, "norm": norm}} if gradient == "adjoint" else {}
+        extra = {"adjoint_options": {"jump_t": jumps, "norm": norm}} if gradient == "adjoint" else {}
         ys = neuralode.odeint(func, y, t, rtol=1e-8, atol=1e-8, gradient=gradient,
-                              options={"step_t": jumps}, stats=stats, **extra)
+                              options={"jump_t": jumps}, stats=stats, **extra)
         out[gradient] = (torch.autograd.grad(ys.pow(2).sum(), [y] + list(func.parameters())), stats)
     diff = max(_rel(a, c) for a, c in zip(out["adjoint"][0], out["checkpoint"][0]))
     stats = out["adjoint"][1]
@@ -133,15 +133,18 @@ def _adjoint_vs_checkpoint(jumps, norm):
 
 @pytest.mark.parametrize("norm", ["full", "seminorm"])
 def test_adjoint_lands_on_every_knot(norm):
-    """f jumps at three step_t knots: walking backwards the adjoint stops at each one, so
-    it agrees with the discrete adjoint as closely as on smooth dynamics, and its backward
-    NFE stays about as close to the forward's as there (it used to step across all but the
-    farthest knot: 10x the smooth case's gradient difference, and backward/forward NFE
-    3.3 against 1.8 with the seminorm, 5.0 against 2.2 with the full norm)."""
+    """f jumps at three jump_t knots: walking backwards the adjoint stops at each one, so
+    it agrees with the discrete adjoint to the solve's tolerance, as on smooth dynamics,
+    and its backward NFE stays about as close to the forward's as there (it used to step
+    across all but the farthest knot: a gradient difference of ~6e-6, and backward/forward
+    NFE 3.3 against 1.8 with the seminorm, 5.0 against 2.2 with the full norm). The bound
+    is absolute, 300 tol (rtol = atol = 1e-8; dopri5's error estimate is torchdiffeq's, 2/3
+    of the textbook one, so errors run ~1.5x the tolerance's share): the smooth case's own
+    difference moves by 5x with where the steps fall (1e-7 to 9e-7)."""
     smooth_diff, smooth_ratio = _adjoint_vs_checkpoint([], norm)
     jump_diff, jump_ratio = _adjoint_vs_checkpoint([1.0, 2.0, 3.0], norm)
-    assert smooth_diff < 1e-5
-    assert jump_diff < 2 * smooth_diff, (jump_diff, smooth_diff)
+    assert smooth_diff < 3e-6
+    assert jump_diff < 3e-6, (jump_diff, smooth_diff)
     # The full norm also controls dL/dtheta, whose error grows with the gain (7x after the
     # last knot): a little more room there.
     assert jump_ratio < (1.15 if norm == "seminorm" else 1.3) * smooth_ratio, (jump_ratio, smooth_ratio)
@@ -159,7 +162,7 @@ def test_adjoint_with_knots_matches_closed_form(gradient):
     z0 = torch.tensor([[0.6, -0.4], [0.1, 0.9]], dtype=torch.float64, requires_grad=True)
     t = torch.tensor([0.0, 3.0], dtype=torch.float64)
     w = torch.tensor([[1.0, -2.0], [0.5, 0.3]], dtype=torch.float64)
-    ys = neuralode.odeint(f, z0, t, rtol=1e-10, atol=1e-10, options={"step_t": jumps},
+    ys = neuralode.odeint(f, z0, t, rtol=1e-10, atol=1e-10, options={"jump_t": jumps},
                           gradient=gradient, adjoint_params=(W,))
     got = torch.autograd.grad((ys[-1] * w).sum(), [z0, W])
     Wc = W0.clone().requires_grad_(True)

@@ -21,7 +21,7 @@ from torch import nn
 import neuralode
 
 A0 = [[-0.3, -1.0], [0.9, -0.2]]
-FIXED = {"euler": (1, 2e-3), "midpoint": (2, 2e-2), "rk4": (4, 0.1), "heun2": (2, 2e-2), "heun3": (3, 0.05)}  # order, step
+FIXED = {"euler": (1, 2e-3), "midpoint": (2, 2e-2), "rk4": (4, 0.1), "rk4_classic": (4, 0.1), "heun2": (2, 2e-2), "heun3": (3, 0.05)}  # order, step
 ADAPTIVE = ["bosh3", "dopri5", "tsit5", "dopri8", "adaptive_heun", "fehlberg2"]
 SOLVER_TOL = {torch.float64: 1e-9, torch.float32: 1e-6}
 #: Methods whose error estimate is far below their true error: Fehlberg 2(1)'s weights

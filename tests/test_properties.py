@@ -18,7 +18,7 @@ import neuralode
 
 SEED = int(os.environ.get("NEURALODE_HYPOTHESIS_SEED", "20261130"))
 EXAMPLES = int(os.environ.get("NEURALODE_HYPOTHESIS_EXAMPLES", "3000"))
-FIXED_ORDER = {"euler": 1, "midpoint": 2, "rk4": 4, "heun2": 2, "heun3": 3}
+FIXED_ORDER = {"euler": 1, "midpoint": 2, "rk4": 4, "rk4_classic": 4, "heun2": 2, "heun3": 3}
 #: Second-order adaptive methods take ~tol^(-1/3) steps: their tolerances stay moderate.
 LOW_ORDER = ("adaptive_heun", "fehlberg2")
 
@@ -45,6 +45,12 @@ def problems(draw):
     if method in FIXED_ORDER:
         key = draw(st.sampled_from(["max_step", "step_size"]))
         options[key] = draw(st.sampled_from([0.01, 0.02, 0.05])) if method != "euler" else 0.005
+        # torchdiffeq's perturb (stages one unit in the last place inside each step) and
+        # interp (between grid points; cubic errs less than linear): the same tolerance.
+        if draw(st.booleans()):
+            options["perturb"] = True
+        if draw(st.booleans()):
+            options["interp"] = "cubic"
         tol = None
     else:
         if dtype == torch.float32:

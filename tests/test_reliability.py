@@ -56,7 +56,7 @@ def test_parameters_of_bound_methods_and_partials_are_found(kind, gradient):
     t = torch.tensor([0.0, 0.5, 1.0], dtype=torch.float64)
     grads = {}
     for mode in ("backprop", gradient):
-        ys = neuralode.odeint(func, y0, t, method="rk4", options={"max_step": 0.1}, gradient=mode)
+        ys = neuralode.odeint(func, y0, t, method="rk4_classic", options={"max_step": 0.1}, gradient=mode)
         grads[mode] = torch.autograd.grad(ys.pow(2).sum(), list(holder.parameters()))
     tol = 1e-12 if gradient == "checkpoint" else 1e-6  # the adjoint: O(h^4) from the discrete gradient
     for a, b in zip(grads[gradient], grads["backprop"]):
@@ -78,7 +78,7 @@ def test_the_same_tensor_twice_in_adjoint_params_counts_once(gradient):
 
 
 @pytest.mark.parametrize("gradient", ["backprop", "adjoint", "checkpoint"])
-@pytest.mark.parametrize("method", ["euler", "midpoint", "rk4"])
+@pytest.mark.parametrize("method", ["euler", "midpoint", "rk4_classic"])
 def test_fixed_step_nan_mid_solve_names_the_interval(method, gradient):
     f = lambda t, y: y * torch.nan if t > 0.5 else -y
     y0 = torch.ones(2, dtype=torch.float64, requires_grad=True)
@@ -88,7 +88,7 @@ def test_fixed_step_nan_mid_solve_names_the_interval(method, gradient):
 
 
 @pytest.mark.parametrize("gradient", EXACT_MODES)
-@pytest.mark.parametrize("method", ["rk4", "dopri5"])
+@pytest.mark.parametrize("method", ["rk4_classic", "dopri5"])
 def test_non_finite_gradient_is_an_error(method, gradient):
     """f = sqrt|y| from y = 0 is finite, its derivative is not: the gradient would be inf."""
     y0 = torch.zeros(2, dtype=torch.float64, requires_grad=True)
@@ -111,7 +111,7 @@ def _hvp(first_grads, inputs):
 
 
 @pytest.mark.parametrize("gradient", ["backprop", "adjoint", "checkpoint"])
-@pytest.mark.parametrize("method,options", [("rk4", {"max_step": 0.02}), ("dopri5", None)])
+@pytest.mark.parametrize("method,options", [("rk4_classic", {"max_step": 0.02}), ("dopri5", None)])
 def test_second_derivatives_match_the_closed_form(method, options, gradient):
     """L = <w, z(T)>, dz/dt = z W^T: z(T) = z0 expm(T W)^T. The Hessian-vector products
     w.r.t. (W, z0) against autograd through matrix_exp (used to be zeros or 78-100% off)."""
@@ -142,11 +142,11 @@ class _Tanh(nn.Module):
 
 
 @pytest.mark.parametrize("gradient", ["backprop", "checkpoint", "adjoint"])
-@pytest.mark.parametrize("method,options", [("rk4", {"max_step": 0.05}), ("dopri5", None)])  # fixed, adaptive
+@pytest.mark.parametrize("method,options", [("rk4_classic", {"max_step": 0.05}), ("dopri5", None)])  # fixed, adaptive
 def test_gradgradcheck(method, options, gradient):
     """Second derivatives against finite differences of the first. The checkpoint is the
     discrete solve's exact gradient; the adjoint's differs from it by the solver error, so
-    its steps are fine (rk4 h = 0.05, tolerance 1e-11) and the check's atol covers that."""
+    its steps are fine (rk4_classic h = 0.05, tolerance 1e-11) and the check's atol covers that."""
     func = _Tanh()
     names = [n for n, _ in func.named_parameters()]
 
@@ -161,7 +161,7 @@ def test_gradgradcheck(method, options, gradient):
     ps = [p.detach().clone().requires_grad_(True) for p in func.parameters()]
     # Adaptive solves: a perturbation of eps can change the step sequence, which moves the
     # finite differences by up to ~1e-8.
-    atol = (1e-8 if method == "rk4" else 1e-7) if gradient != "adjoint" else 1e-6
+    atol = (1e-8 if method == "rk4_classic" else 1e-7) if gradient != "adjoint" else 1e-6
     assert torch.autograd.gradgradcheck(fn, (y0, *ps), eps=1e-6, atol=atol, rtol=1e-5)
 
 
@@ -169,7 +169,7 @@ def test_gradgradcheck(method, options, gradient):
 
 
 @pytest.mark.parametrize("gradient", ["backprop", "adjoint", "checkpoint"])
-@pytest.mark.parametrize("method", ["rk4", "dopri5"])
+@pytest.mark.parametrize("method", ["rk4_classic", "dopri5"])
 def test_f_writing_into_its_argument_is_an_error_and_y0_stays(method, gradient):
     y0 = torch.ones(2, 2, dtype=torch.float64)
     with pytest.raises(ValueError, match="func modified its argument y in place"):
@@ -235,7 +235,7 @@ def test_impossible_tolerances_and_steps_are_refused_up_front(kw, match):
 
 
 @pytest.mark.parametrize("gradient", ["backprop", "adjoint", "checkpoint"])
-@pytest.mark.parametrize("method", ["dopri5", "rk4"])
+@pytest.mark.parametrize("method", ["dopri5", "rk4_classic"])
 def test_empty_batch(method, gradient):
     y0 = torch.ones(0, 2, dtype=torch.float64, requires_grad=True)
     ys = neuralode.odeint(lambda t, y: -y, y0, T1, method=method, gradient=gradient)
@@ -270,7 +270,7 @@ def test_backward_evaluations_leave_batchnorm_statistics_alone(gradient):
     not with the backward's: after backward() they are what the forward left."""
     func = _BatchNormDynamics().train()
     y0 = torch.randn(4, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64, requires_grad=True)
-    ys = neuralode.odeint(func, y0, T1, method="rk4", options={"max_step": 0.25}, gradient=gradient)
+    ys = neuralode.odeint(func, y0, T1, method="rk4_classic", options={"max_step": 0.25}, gradient=gradient)
     after_forward = {k: v.clone() for k, v in func.bn.state_dict().items()}
     assert after_forward["num_batches_tracked"].item() == 16  # 4 steps x 4 stages
     ys.pow(2).sum().backward()
@@ -287,7 +287,7 @@ def test_time_gradient_of_an_observation_on_the_step_size_grid(gradient):
     t = torch.tensor([0.0, 0.05, 0.1], dtype=torch.float64, requires_grad=True)
     y0 = torch.tensor([1.0], dtype=torch.float64)
     kwargs = {} if gradient == "backprop" else {"adjoint_params": (k,)}
-    ys = neuralode.odeint(lambda tt, z: -k * z, y0, t, method="rk4", options={"step_size": 0.005},
+    ys = neuralode.odeint(lambda tt, z: -k * z, y0, t, method="rk4_classic", options={"step_size": 0.005},
                           gradient=gradient, **kwargs)
     (g,) = torch.autograd.grad(ys.sum(), [t])
     td = t.detach().requires_grad_(True)

@@ -60,7 +60,7 @@ LOG_2PI = math.log(2 * math.pi)
 #: spirals turn one radian per unit; most gaps between observations are shorter, so mostly
 #: one step per gap). Its distance to a tight dopri5 is checked after training (the JSON's
 #: ``solver_error_vs_reference``).
-METHOD, MAX_STEP, RTOL, ATOL = "rk4", 0.5, 1e-3, 1e-4
+METHOD, MAX_STEP, RTOL, ATOL = "rk4_classic", 0.5, 1e-3, 1e-4
 #: name -> (default, quick) of the sizes that --quick changes.
 SIZES = {"iters": (10000, 4000), "batch": (100, 50)}
 #: The learning rate decays exponentially to this fraction of --lr over the training.

@@ -517,7 +517,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--rtol", type=float, default=1e-3, help="adaptive solver rtol (default 1e-3)")
     parser.add_argument("--atol", type=float, default=1e-3, help="adaptive solver atol (default 1e-3)")
     parser.add_argument("--max-step", type=float, default=None,
-                        help=f"largest step (fixed-step default {DEFAULT_SOLVER['options']['max_step']} for rk4, 0.05 else)")
+                        help=f"largest step (fixed-step default {DEFAULT_SOLVER['options']['max_step']} for rk4_classic, 0.05 else)")
     args = parser.parse_args(argv)
     if args.data_dir is None:
         parser.error("--data-dir DIR is required: a folder with the four MNIST IDX files (raw or .gz); "

@@ -48,7 +48,7 @@ MODELS = ("mlp", "resnet", "rk-net", "ode-net")
 #: (see the mnist experiment's docstring): RK4 with 2 steps of 0.5 (8 evaluations of f
 #: forward) trained ~3x faster per iteration than dopri5 at rtol = atol = 1e-3 or Euler
 #: with steps of 0.05, and reaches the ``--quick`` accuracy goal.
-DEFAULT_SOLVER = {"method": "rk4", "options": {"max_step": 0.5}}
+DEFAULT_SOLVER = {"method": "rk4_classic", "options": {"max_step": 0.5}}
 
 
 def downsampling(width: int = 64) -> nn.Sequential:

@@ -27,7 +27,7 @@ from . import common
 from .common import progress, pyplot
 
 #: A fine RK4 for the true trajectory and for the model's whole trajectory in plots.
-FINE = {"method": "rk4", "options": {"max_step": 0.01}}
+FINE = {"method": "rk4_classic", "options": {"max_step": 0.01}}
 #: The paper tutorial's data: one trajectory from Z0 observed at N_POINTS times in
 #: [0, T_MAX] with noise of std NOISE.
 Z0 = (0.6, 0.3)
@@ -35,7 +35,7 @@ T_MAX = 6.29 * 5
 N_POINTS = 200
 NOISE = 0.01
 #: The training solve: classic RK4, every interval cut into steps of at most 0.2.
-SOLVER = {"method": "rk4", "options": {"max_step": 0.2}}
+SOLVER = {"method": "rk4_classic", "options": {"max_step": 0.2}}
 
 
 def make_trajectory(true_func, seed: int, z0=Z0, t_max: float = T_MAX, n_points: int = N_POINTS, noise: float = NOISE):
