@@ -29,6 +29,17 @@ Problems (their sizes are fixed; ``--quick`` only cuts the repeats):
   ``[-2, 2]^2``, observed at 33 times ``0, 0.25, ..., 8``; the model a random linear
   map (``LinearODEF``, seeded), loss the MSE over all times. Dominated by the solver's
   own per-step cost, f being a 2 x 2 matrix product.
+* ``CNF`` (dopri5, rtol 1e-5, atol 1e-6): an FFJORD-style continuous normalizing flow
+  on the tuple state ``(z, logp)``: 512 two-dimensional samples of a mixture of 4
+  Gaussians (std 0.3, centres ``(+-1.5, +-1.5)``) flowed over ``t = [0, 1]``,
+  ``dz/dt`` an MLP 3-64-64-2 with tanh of ``[z, t]``, ``dlogp/dt = -e^T (df/dz) e``
+  (Hutchinson's trace estimator: one ``autograd.grad`` with ``create_graph=True`` per
+  evaluation, the noise ``e ~ N(0, 1)`` drawn once for the batch), loss the negative
+  log-likelihood under a standard normal base, ``-mean(log N(z(1)) - logp(1))``. The
+  adjoint and checkpoint candidates pass ``adjoint_params=tuple(func.parameters())``
+  (torchdiffeq's default, named: neuralode's check for tensors captured by ``f`` does
+  not accept the state piece that ``z.requires_grad_(True)`` makes a leaf). torchode
+  solves one tensor, not a tuple: not available here.
 
 Candidates: ``neuralode adjoint`` (``neuralode.odeint_adjoint``), ``neuralode
 backprop`` and ``neuralode checkpoint`` (``neuralode.odeint(..., gradient=...)``),
@@ -42,7 +53,7 @@ not apply or raises is reported as "not available: <reason>" and the others stil
 
 Run::
 
-    python -m benchmarks.speed [--problem P1|P2|MNIST|spiral|all] [--repeats N] [--quick]
+    python -m benchmarks.speed [--problem P1|P2|MNIST|spiral|CNF|all] [--repeats N] [--quick]
                                [--device cpu|cuda] [--out DIR]
 
 It prints a markdown table per problem and writes ``DIR/speed_<problem>_<device>.json``
@@ -57,11 +68,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import os
 import sys
 import warnings
 from datetime import datetime, timezone
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -90,9 +102,11 @@ QUICK_REPEATS = 3
 TINY_PROBLEM = "P1-tiny"
 #: A small fixed-step spiral for smoke tests: batch 4, 5 times in [0, 0.8].
 TINY_FIXED_PROBLEM = "spiral-tiny"
+#: A small CNF for smoke tests: batch 64, MLP 3-16-16-2.
+TINY_CNF_PROBLEM = "CNF-tiny"
 TINY_REPEATS = 1
 #: Every problem, in the order ``--problem all`` runs them.
-PROBLEMS = ("P1", "P2", "MNIST", "spiral")
+PROBLEMS = ("P1", "P2", "MNIST", "spiral", "CNF")
 
 #: The candidate every gradient and loss is compared with.
 REFERENCE = "torchdiffeq backprop"
@@ -158,6 +172,39 @@ class CountedMLP(Counted):
         return self.net(z)
 
 
+class CountedCNF(Counted):
+    """FFJORD-style dynamics on the state ``(z, logp)``: ``dz/dt = MLP([z, t])`` (MLP
+    ``dim+1``-hidden-hidden-``dim`` with tanh) and ``dlogp/dt = -e^T (df/dz) e``,
+    Hutchinson's estimate of ``-tr(df/dz)`` with the batch's fixed noise ``e`` (``noise``,
+    the shape of ``z``): one vector-Jacobian product with ``create_graph=True`` per
+    evaluation, so that the backward pass can differentiate it."""
+
+    def __init__(self, noise: Tensor, dim: int = 2, hidden: int = 64):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Linear(dim + 1, hidden), nn.Tanh(), nn.Linear(hidden, hidden), nn.Tanh(), nn.Linear(hidden, dim)
+        )
+        self.noise = noise
+
+    def forward(self, t: Tensor, states):
+        self.nfe += 1
+        z = states[0]
+        with torch.enable_grad():
+            z.requires_grad_(True)
+            dz = self.net(torch.cat([z, t.expand(z.shape[0], 1)], dim=1))
+            e_dfdz = torch.autograd.grad(dz, z, self.noise, create_graph=True)[0]
+        return dz, -(e_dfdz * self.noise).sum(dim=1, keepdim=True)
+
+
+def _cnf_nll(ys) -> Tensor:
+    """The CNF's loss from its trajectory ``(zs, logps)``: the negative log-likelihood of the
+    data under a standard normal base, ``-mean(log N(z(1)) - logp(1))``."""
+    zs, logps = ys
+    z1, logp1 = zs[-1], logps[-1]
+    log_normal = -0.5 * z1.pow(2).sum(dim=1, keepdim=True) - math.log(2 * math.pi)
+    return -(log_normal - logp1).mean()
+
+
 def _spiral_dynamics(libs):
     """The paper's ``TestODEF`` with the tutorial's A, B, x0 (float64)."""
     A = torch.tensor([[-0.1, -1.0], [1.0, -0.1]], dtype=torch.float64)
@@ -206,12 +253,14 @@ class Problem:
     """One speed problem: the counted dynamics, initial state, times, loss, description and solver."""
     name: str
     func: Counted
-    y0: Tensor  # (batch, *state)
+    y0: Union[Tensor, Tuple[Tensor, ...]]  # (batch, *state), or a tuple of such (torchdiffeq's tupled state)
     t: Tensor  # (T,)
-    loss: Callable[[Tensor], Tensor]  # ys (T, batch, *state) -> scalar
+    loss: Callable  # ys (T, batch, *state), or a tuple of such -> scalar
     description: dict
     #: ``ADAPTIVE`` or ``FIXED``.
     solver: dict = dataclasses.field(default_factory=lambda: dict(ADAPTIVE))
+    #: The adjoint and checkpoint candidates pass ``adjoint_params=tuple(func.parameters())``.
+    explicit_adjoint_params: bool = False
 
     @property
     def fixed_step(self) -> bool:
@@ -336,6 +385,34 @@ def build_problem(name: str, device: str, libs) -> Problem:
             name, func.to(device), obs[0].contiguous(), t64.to(DTYPE).to(device), lambda ys: F.mse_loss(ys, obs), desc, dict(FIXED)
         )
 
+    if name in ("CNF", TINY_CNF_PROBLEM):
+        # TINY_CNF_PROBLEM: the CNF shrunk for smoke tests (batch 64, MLP 3-16-16-2).
+        batch, hidden = (512, 64) if name == "CNF" else (64, 16)
+        gen = torch.Generator().manual_seed(0)
+        centres = torch.tensor([[1.5, 1.5], [-1.5, 1.5], [-1.5, -1.5], [1.5, -1.5]], dtype=DTYPE)
+        x = centres[torch.randint(0, 4, (batch,), generator=gen)] + 0.3 * torch.randn(batch, 2, generator=gen, dtype=DTYPE)
+        noise = torch.randn(batch, 2, generator=gen, dtype=DTYPE)
+        torch.manual_seed(1)
+        func = CountedCNF(noise.to(device), hidden=hidden)
+        y0 = (x.to(device), torch.zeros(batch, 1, dtype=DTYPE, device=device))
+        t = torch.tensor([0.0, 1.0], dtype=DTYPE)
+        desc = {
+            "name": name,
+            "summary": f"FFJORD-style CNF on (z, logp): batch {batch} of 2-D samples of a 4-Gaussian mixture, "
+            f"MLP 3-{hidden}-{hidden}-2 tanh of [z, t], Hutchinson trace (one VJP per evaluation), t = [0, 1], "
+            "loss the NLL under N(0, I)",
+            "batch": batch,
+            "state": f"tuple (z ({batch}, 2), logp ({batch}, 1)), logp(0) = 0",
+            "times": [0.0, 1.0],
+            "data": "mixture of 4 Gaussians, std 0.3, centres (+-1.5, +-1.5), torch.Generator seed 0",
+            "noise": "Hutchinson noise e ~ N(0, 1) of z's shape, drawn once (same generator)",
+            "model": f"dz/dt = MLP 3-{hidden}-{hidden}-2 with tanh of [z, t], dlogp/dt = -e^T (df/dz) e; "
+            "torch.manual_seed(1) init",
+            "loss": "-mean(log N(z(1); 0, I) - logp(1))",
+            "adjoint_params": "tuple(func.parameters()), named for the adjoint and checkpoint candidates",
+        }
+        return Problem(name, func.to(device), y0, t.to(device), _cnf_nll, desc, explicit_adjoint_params=True)
+
     raise ValueError(f"unknown problem {name!r}")
 
 
@@ -352,6 +429,7 @@ def make_candidates(problem: Problem, libs) -> Dict[str, object]:
     out: Dict[str, object] = {}
     nlo_kwargs = solver_kwargs(problem.solver, "max_step")
     tdq_kwargs = solver_kwargs(problem.solver, "step_size")
+    params_kwargs = {"adjoint_params": tuple(func.parameters())} if problem.explicit_adjoint_params else {}
 
     nlo = libs["neuralode"]
     for mode in ("adjoint", "backprop", "checkpoint"):
@@ -365,7 +443,9 @@ def make_candidates(problem: Problem, libs) -> Dict[str, object]:
             if collect is not None and collect.get("use_stats", False):
                 kwargs["stats"] = collect["neuralode_stats"] = nlo.SolverStats()
             if mode == "adjoint":
-                ys = nlo.odeint_adjoint(func, y0, t, **nlo_kwargs, **kwargs)
+                ys = nlo.odeint_adjoint(func, y0, t, **nlo_kwargs, **params_kwargs, **kwargs)
+            elif mode == "checkpoint":
+                ys = nlo.odeint(func, y0, t, gradient=mode, **nlo_kwargs, **params_kwargs, **kwargs)
             else:
                 ys = nlo.odeint(func, y0, t, gradient=mode, **nlo_kwargs, **kwargs)
             return loss(ys)
@@ -378,8 +458,8 @@ def make_candidates(problem: Problem, libs) -> Dict[str, object]:
             out[name] = tdq
             continue
 
-        def solve(collect, fn=getattr(tdq, fn_name)):
-            return loss(fn(func, y0, t, **tdq_kwargs))
+        def solve(collect, fn=getattr(tdq, fn_name), extra=params_kwargs if fn_name == "odeint_adjoint" else {}):
+            return loss(fn(func, y0, t, **tdq_kwargs, **extra))
 
         out[name] = solve
 
@@ -387,6 +467,8 @@ def make_candidates(problem: Problem, libs) -> Dict[str, object]:
     name = "torchode AutoDiffAdjoint"
     if isinstance(tode, str):
         out[name] = tode
+    elif isinstance(y0, tuple):
+        out[name] = "not available: torchode solves one tensor state, not a tuple"
     else:
         # torchode: flat states (batch, features) and per-sample times (batch,) / (batch, T).
         batch, state_shape = y0.shape[0], y0.shape[1:]
@@ -706,8 +788,8 @@ def run(
     """The suite interface of ``python -m benchmarks``: the same measurement as the CLI.
 
     Every problem of ``PROBLEMS`` with ``DEFAULT_REPEATS`` repeats (``quick``: ``QUICK_REPEATS``;
-    ``tiny``: only ``TINY_PROBLEM`` and ``TINY_FIXED_PROBLEM``, a small P1 and a small
-    spiral, ``TINY_REPEATS`` repeat, for smoke tests). Writes
+    ``tiny``: only ``TINY_PROBLEM``, ``TINY_FIXED_PROBLEM`` and ``TINY_CNF_PROBLEM``, a
+    small P1, a small spiral and a small CNF, ``TINY_REPEATS`` repeat, for smoke tests). Writes
     ``speed_<problem>_<device>.json`` per problem to ``out_dir`` and returns
     ``{"suite": "speed", "machine", "date", "command", "problems": {name: result}}``.
     """
@@ -716,7 +798,7 @@ def run(
     if repeats is None:
         repeats = TINY_REPEATS if tiny else QUICK_REPEATS if quick else DEFAULT_REPEATS
     if problems is None:
-        problems = (TINY_PROBLEM, TINY_FIXED_PROBLEM) if tiny else PROBLEMS
+        problems = (TINY_PROBLEM, TINY_FIXED_PROBLEM, TINY_CNF_PROBLEM) if tiny else PROBLEMS
     problems = tuple(problems)
     if tiny:
         command = f"python -c 'from benchmarks import speed; speed.run(tiny=True, device=\"{device}\")'"

@@ -53,7 +53,8 @@ def overhead_result(results_dir):
 def speed_results(results_dir):
     speed.run(tiny=True, out_dir=str(results_dir))
     return {
-        name: _load(results_dir / f"speed_{name}_cpu.json") for name in (speed.TINY_PROBLEM, speed.TINY_FIXED_PROBLEM)
+        name: _load(results_dir / f"speed_{name}_cpu.json")
+        for name in (speed.TINY_PROBLEM, speed.TINY_FIXED_PROBLEM, speed.TINY_CNF_PROBLEM)
     }
 
 
@@ -155,6 +156,33 @@ def test_speed_tiny_fixed_step(speed_results):
     assert abs(ck["loss"] - bp["loss"]) <= 1e-12 * abs(bp["loss"])
     assert abs(ck["grad_max_rel_diff"] - bp["grad_max_rel_diff"]) < 1e-5
     assert "spiral-tiny" in speed.markdown(r) and "euler, fixed step 0.05" in speed.markdown(r)
+
+
+def test_speed_tiny_cnf(speed_results):
+    """The CNF problem (tuple state (z, logp), Hutchinson trace): every neuralode mode and
+    both torchdiffeq candidates run, torchode says why it cannot, the adjoint ratio is a
+    number, and all candidates agree on the loss and the first weight's gradient."""
+    r = speed_results[speed.TINY_CNF_PROBLEM]
+    _has_interface_fields(r, "speed")
+    assert r["problem"]["name"] == speed.TINY_CNF_PROBLEM and r["solver"]["method"] == "dopri5"
+    c = r["candidates"]
+    for name in ("neuralode adjoint", "neuralode backprop", "neuralode checkpoint"):
+        assert c[name]["available"], c[name].get("error")
+        assert _finite(c[name]["median_seconds"]) and c[name]["median_seconds"] > 0, name
+        assert c[name]["nfe_forward"] > 0 and _finite(c[name]["loss"]), name
+    assert c["neuralode adjoint"]["nfe_backward"] > 0
+    assert c["torchode AutoDiffAdjoint"]["error"] == "not available: torchode solves one tensor state, not a tuple"
+    label = "torchdiffeq odeint_adjoint / neuralode adjoint"
+    if c["torchdiffeq adjoint"]["available"]:
+        assert _finite(r["ratios_peer_over_neuralode"][label])
+        # float32, rtol 1e-5: the same loss and gradient to the tolerance's level.
+        for name, cand in c.items():
+            if cand["available"]:
+                assert cand["loss_rel_diff"] < 1e-4, name
+                assert cand["grad_max_rel_diff"] < 1e-2, name
+    else:
+        assert r["ratios_peer_over_neuralode"][label].startswith("not available")
+    assert "CNF-tiny" in speed.markdown(r)
 
 
 def test_memory_tiny(memory_result):
