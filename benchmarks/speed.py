@@ -35,10 +35,7 @@ Problems (their sizes are fixed; ``--quick`` only cuts the repeats):
   ``dz/dt`` an MLP 3-64-64-2 with tanh of ``[z, t]``, ``dlogp/dt = -e^T (df/dz) e``
   (Hutchinson's trace estimator: one ``autograd.grad`` with ``create_graph=True`` per
   evaluation, the noise ``e ~ N(0, 1)`` drawn once for the batch), loss the negative
-  log-likelihood under a standard normal base, ``-mean(log N(z(1)) - logp(1))``. The
-  adjoint and checkpoint candidates pass ``adjoint_params=tuple(func.parameters())``
-  (torchdiffeq's default, named: neuralode's check for tensors captured by ``f`` does
-  not accept the state piece that ``z.requires_grad_(True)`` makes a leaf). torchode
+  log-likelihood under a standard normal base, ``-mean(log N(z(1)) - logp(1))``. torchode
   solves one tensor, not a tuple: not available here.
 
 Candidates: ``neuralode adjoint`` (``neuralode.odeint_adjoint``), ``neuralode
@@ -409,9 +406,8 @@ def build_problem(name: str, device: str, libs) -> Problem:
             "model": f"dz/dt = MLP 3-{hidden}-{hidden}-2 with tanh of [z, t], dlogp/dt = -e^T (df/dz) e; "
             "torch.manual_seed(1) init",
             "loss": "-mean(log N(z(1); 0, I) - logp(1))",
-            "adjoint_params": "tuple(func.parameters()), named for the adjoint and checkpoint candidates",
         }
-        return Problem(name, func.to(device), y0, t.to(device), _cnf_nll, desc, explicit_adjoint_params=True)
+        return Problem(name, func.to(device), y0, t.to(device), _cnf_nll, desc)
 
     raise ValueError(f"unknown problem {name!r}")
 

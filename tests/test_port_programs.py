@@ -12,10 +12,9 @@ Programs:
   MLP, the divergence by Hutchinson's estimator (``autograd.grad`` of ``e . f`` with
   ``create_graph=True``, one noise draw per batch), trained with Adam through
   ``odeint_adjoint``; the exact-trace version on a linear field against its closed form.
-  Its adjoint and checkpoint solves name ``adjoint_params=tuple(func.parameters())``
-  (torchdiffeq's keyword and default): without it neuralode refuses the state piece that
-  FFJORD's ``z.requires_grad_(True)`` turns into a leaf (a known bug, kept as a strict
-  xfail, ``test_cnf_adjoint_finds_the_parameters_itself``);
+  Its adjoint and checkpoint solves find the parameters themselves, as torchdiffeq's
+  (``test_cnf_adjoint_finds_the_parameters_itself``: FFJORD's ``z.requires_grad_(True)``
+  on the state piece it receives is not a captured tensor);
 * a latent ODE whose encoder runs backwards in time (decreasing ``t``), as in
   torchdiffeq's latent ODE example, and a decoder forwards;
 * float64 numpy times with a float32 model;
@@ -148,7 +147,7 @@ def test_cnf_trains_with_odeint_adjoint():
     for _ in range(5):
         func.noise = torch.randn(x.shape, generator=gen)  # once per batch
         opt.zero_grad()
-        loss = _cnf_nll(odeint_adjoint, func, x, t, rtol=1e-5, atol=1e-5, adjoint_params=tuple(func.parameters()))
+        loss = _cnf_nll(odeint_adjoint, func, x, t, rtol=1e-5, atol=1e-5)
         loss.backward()
         opt.step()
         losses.append(loss.item())
@@ -165,11 +164,6 @@ def test_cnf_trains_with_odeint_adjoint():
     assert final < start - 0.05, (start, final, losses)
 
 
-@pytest.mark.xfail(
-    strict=True, raises=ValueError,
-    reason="known bug: with a tuple state, the captured-tensor check of adjoint/checkpoint (no "
-           "adjoint_params) refuses the state piece that f makes a leaf with z.requires_grad_(True)",
-)
 @pytest.mark.parametrize("gradient", ["adjoint", "checkpoint"])
 def test_cnf_adjoint_finds_the_parameters_itself(gradient):
     """FFJORD's dynamics call ``z.requires_grad_(True)`` on the state they receive:
@@ -192,7 +186,7 @@ def test_cnf_adjoint_finds_the_parameters_itself(gradient):
 def _cnf_step0_gradients(odeint_fn, explicit_params: bool = False, **kwargs):
     """Loss and parameter gradients of the first training step (float64, fixed seed,
     fixed data and noise): the same model for every library. ``explicit_params``: pass
-    ``adjoint_params=tuple(func.parameters())`` (see the xfail above)."""
+    ``adjoint_params=tuple(func.parameters())`` (else found from the module)."""
     gen = torch.Generator().manual_seed(1)
     torch.manual_seed(1)
     func = HutchinsonCNF(hidden=16).double()
@@ -211,9 +205,9 @@ def test_cnf_adjoint_gradient_matches_backprop():
     exact gradient of the discrete solve (``gradient="backprop"``) and the discrete
     adjoint (``"checkpoint"``) to the tolerance's level (rel. 1e-3); backprop and
     checkpoint agree to round-off."""
-    loss_adj, g_adj = _cnf_step0_gradients(odeint_adjoint, explicit_params=True)
+    loss_adj, g_adj = _cnf_step0_gradients(odeint_adjoint)
     loss_bp, g_bp = _cnf_step0_gradients(odeint)
-    loss_ck, g_ck = _cnf_step0_gradients(odeint, explicit_params=True, gradient="checkpoint")
+    loss_ck, g_ck = _cnf_step0_gradients(odeint, gradient="checkpoint")
     assert loss_adj == loss_bp == loss_ck
     assert _rel(g_adj, g_bp) < 1e-3
     assert _rel(g_ck, g_bp) < 1e-9
@@ -224,7 +218,7 @@ def test_cnf_side_by_side_with_torchdiffeq():
     (and both libraries' backprop): the losses agree to the tolerance's level and the
     gradients to rel. 1e-4 (the libraries take different steps; measured: ~1e-6)."""
     tdq = pytest.importorskip("torchdiffeq")
-    loss_ours, g_ours = _cnf_step0_gradients(odeint_adjoint, explicit_params=True)
+    loss_ours, g_ours = _cnf_step0_gradients(odeint_adjoint)
     loss_theirs, g_theirs = _cnf_step0_gradients(tdq.odeint_adjoint)
     loss_bp_ours, g_bp_ours = _cnf_step0_gradients(odeint)
     loss_bp_theirs, g_bp_theirs = _cnf_step0_gradients(tdq.odeint)
