@@ -7,6 +7,7 @@ from typing import Callable, Optional
 import torch
 from torch import Tensor
 
+from .odef import ODEF
 from .odeint import odeint
 from .spec import ADAPTIVE_METHODS, ATOL, DEFAULT_METHOD, RTOL
 
@@ -32,8 +33,9 @@ def odeint_dense(
     *y0.shape)``. Its values are the dense interpolant of the steps of the solve from
     ``t0`` to ``t1``: observation times never move a step here, so the function solves
     again with the requested times as observations, every step landing where it landed
-    the first time (the cost of one solve per call; the values are differentiable by
-    autograd). ``method``: any adaptive method (torchdiffeq: ``dopri5`` only).
+    the first time (the cost of one solve per call). The values are differentiable by
+    autograd: in y0 and f's parameters through the solve, in the evaluation times by
+    ``dy/dt = f(t, y(t))``. ``method``: any adaptive method (torchdiffeq: ``dopri5`` only).
     """
     method = DEFAULT_METHOD if method is None else method
     if method not in ADAPTIVE_METHODS:
@@ -41,9 +43,13 @@ def odeint_dense(
                          f"choose one of {', '.join(ADAPTIVE_METHODS)}")
     if not isinstance(y0, Tensor):
         raise TypeError(f"odeint_dense: y0 must be a torch.Tensor, got {type(y0).__name__}")
-    ends = torch.stack([torch.as_tensor(t0), torch.as_tensor(t1)]).to(y0.device)
+    # Numbers are float64 times (as numpy's); tensors keep their dtype, promoted to y0's.
+    as_time = lambda x: x if isinstance(x, Tensor) else torch.tensor(float(x), dtype=torch.float64)
+    ends = torch.stack([as_time(t0), as_time(t1)]).detach().to(y0.device)
     if not ends.is_floating_point():
-        ends = ends.to(y0.dtype if y0.is_floating_point() else torch.float64)
+        ends = ends.to(torch.float64)
+    if y0.is_floating_point():
+        ends = ends.to(torch.promote_types(ends.dtype, y0.dtype))
     lo, hi = sorted(ends.tolist())
     if lo == hi:
         raise ValueError(f"odeint_dense: t0 and t1 must differ, both are {lo}")
@@ -51,10 +57,13 @@ def odeint_dense(
     # Solved once now, as torchdiffeq does: a bad argument or a failing solve raises here.
     odeint(func, y0, ends.detach(), **kwargs)
 
+    f_of = lambda t, y: (func(y, t) if isinstance(func, ODEF) else func(t.to(y.dtype), y))
+
     def dense_output(t_eval) -> Tensor:
-        times = torch.as_tensor(t_eval, dtype=ends.dtype, device=ends.device)
+        times = torch.as_tensor(t_eval, device=ends.device)
+        times = times.to(torch.promote_types(times.dtype, ends.dtype) if times.is_floating_point() else ends.dtype)
         shape = times.shape
-        flat = times.reshape(-1)
+        flat = times.detach().reshape(-1)
         if flat.numel() and (bool((flat.detach() < lo).any()) or bool((flat.detach() > hi).any())):
             raise ValueError(f"odeint_dense: times must lie in [{lo}, {hi}], got {flat.detach().min().item()} "
                              f"to {flat.detach().max().item()}")
@@ -69,6 +78,12 @@ def odeint_dense(
         ys = odeint(func, y0, path, **kwargs)
         position = torch.searchsorted(path.detach() if not descending else -path.detach(),
                                       inner.detach() if not descending else -inner.detach())
-        return ys[position][inverse].reshape(*shape, *y0.shape)
+        out = ys[position][inverse]
+        if times.requires_grad:
+            # dy/dt = f(t, y(t)): the derivative in the evaluation times, from the ODE.
+            with torch.no_grad():
+                slopes = torch.stack([f_of(ti, yi) for ti, yi in zip(flat, out)])
+            out = out + (times.reshape(-1) - flat).to(out.dtype).reshape(-1, *([1] * y0.dim())) * slopes
+        return out.reshape(*shape, *y0.shape)
 
     return dense_output
