@@ -73,7 +73,12 @@ def check_method(method, name: str) -> str:
     if method is None:
         return DEFAULT_METHOD
     if not isinstance(method, str) or method not in METHODS:
-        raise ValueError(f"{name}: unknown method {method!r}; choose one of {', '.join(METHODS)}")
+        from .python_methods import PYTHON_METHODS  # the methods outside the engine
+
+        if name == "adjoint_method" and method in PYTHON_METHODS:
+            raise ValueError(f"adjoint_method: the adjoint runs on the Runge-Kutta engine, not {method!r}; "
+                             f"choose one of {', '.join(METHODS)}")
+        raise ValueError(f"{name}: unknown method {method!r}; choose one of {', '.join(METHODS + PYTHON_METHODS)}")
     return method
 
 

@@ -90,7 +90,7 @@ def test_t_on_other_device():
 
 
 def test_unknown_method():
-    with pytest.raises(ValueError, match="unknown method 'rk45'; choose one of euler, midpoint, rk4, rk4_classic, heun2, heun3, bosh3, dopri5, tsit5, dopri8, adaptive_heun, fehlberg2"):
+    with pytest.raises(ValueError, match="unknown method 'rk45'; choose one of euler, midpoint, rk4, rk4_classic, heun2, heun3, bosh3, dopri5, tsit5, dopri8, adaptive_heun, fehlberg2, explicit_adams, implicit_adams, fixed_adams, scipy_solver"):
         neuralode.odeint(f, y0(), T, method="rk45")
 
 
@@ -182,3 +182,10 @@ def test_wrong_shape_in_adjoint_backward_is_reported():
     ys = neuralode.odeint_adjoint(Flaky(), z, torch.tensor([0.0, 1.0]), method="rk4_classic")
     with pytest.raises(ValueError, match="func returned a tensor of shape"):
         ys.sum().backward()
+
+
+def test_adjoint_method_outside_the_engine():
+    """The adjoint runs on the Runge-Kutta engine: an Adams or scipy adjoint_method is refused
+    with the list of what it can be."""
+    with pytest.raises(ValueError, match="adjoint_method: the adjoint runs on the Runge-Kutta engine, not 'explicit_adams'"):
+        neuralode.odeint_adjoint(f, y0(), T, method="rk4", adjoint_method="explicit_adams")
