@@ -300,6 +300,7 @@ class AdaptivePlanner : public Planner {
     first_ = tau_;
     const double span = clock.at(T - 1) - clock.at(0);
     direction_ = (span >= 0 ? 1.0 : -1.0) * (backwards ? -1.0 : 1.0);
+    span_ = std::abs(span);
     if (backwards) {
       for (int64_t j = T - 2; j >= 0; --j) stops_.push_back({clock.at(j), j});
     } else {
@@ -419,7 +420,11 @@ class AdaptivePlanner : public Planner {
   }
 
   void check_underflow() const {
-    TORCH_CHECK_VALUE(tau_ + direction_ * h_try_ != tau_, "step size underflow at ", clock_.where(tau_),
+    // Below a few units of the clock's resolution, relative to the time or (near t = 0,
+    // where subnormal steps never round to 0) to the solve's span, a step makes no progress.
+    const double resolution = 4 * std::numeric_limits<double>::epsilon() * std::max(std::abs(tau_), span_);
+    TORCH_CHECK_VALUE(tau_ + direction_ * h_try_ != tau_ && h_try_ > resolution, "step size underflow at ",
+                      clock_.where(tau_),
                       ": dt=", num(h_try_), " is below the time resolution; the problem may be stiff or "
                       "f non-smooth there: loosen rtol/atol, set options['min_step'] (steps that small "
                       "are then accepted whatever their error) or use a fixed-step method");
@@ -462,6 +467,7 @@ class AdaptivePlanner : public Planner {
   bool backwards_;
   Controller controller_;
   double direction_ = 1.0, tau_ = 0.0, h_abs_ = kNaN;
+  double span_ = 0.0;  // |t[-1] - t[0]| on the clock: the scale of its resolution near 0
   std::vector<Mark> stops_, dense_;
   size_t stop_i_ = 0, dense_i_ = 0;
   std::vector<Knot> knots_;

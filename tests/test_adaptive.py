@@ -327,3 +327,13 @@ def test_bad_adaptive_arguments(kw, match):
     f = lambda t, y: -y
     with pytest.raises(ValueError, match=match):
         neuralode.odeint(f, torch.ones(1, 2), torch.tensor([0.0, 1.0]), **kw)
+
+
+@pytest.mark.parametrize("t0", [0.0, 3.0])
+def test_always_rejected_step_underflows_instead_of_hanging(t0):
+    """A step that is never accepted shrinks until the clock cannot resolve it; at t = 0 a
+    subnormal step never rounds to 0 (0.78 x 5e-324 is 5e-324 again), so the test is
+    relative to the solve's span there: an error naming the underflow, not a hang."""
+    t = torch.tensor([t0, t0 + 1.0], dtype=torch.float64)
+    with pytest.raises(ValueError, match=f"step size underflow at t={t0:g}"):
+        neuralode.odeint(lambda t, y: -y, torch.ones(2, dtype=torch.float64), t, options={"norm": lambda q: 2.0})
