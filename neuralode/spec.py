@@ -254,6 +254,8 @@ def _check_knots_apart(step_t: list, jump_t: list, t: Tensor, name: str) -> None
     """torchdiffeq's rule: among the knots not behind t[0], no time twice (in step_t and
     jump_t, or twice in one): a time is either one where f is continuous or one where it
     jumps."""
+    if len(step_t) + len(jump_t) < 2:
+        return  # nothing to repeat (and no read of t to the host)
     t0 = t.reshape(-1)[0].item() if t.numel() else 0.0
     sign = -1.0 if t.dim() == 1 and t.shape[0] > 1 and bool(t[-1] < t[0]) else 1.0
     counts = Counter(x for x in step_t + jump_t if sign * (x - t0) >= 0)
