@@ -372,7 +372,8 @@ class AdaptivePlanner : public Planner {
 
   // Hairer's initial step (Hairer, Norsett & Wanner, "Solving ODEs I", II.4), as
   // torchdiffeq chooses it, on the planner's clock: f at the start (the system's
-  // stage 0) and one more evaluation.
+  // stage 0) and one more evaluation. The exponent is 1/order, as in torchdiffeq (which
+  // passes order - 1 to a formula in 1/(order + 1)) and Hairer's DOPRI5 code.
   double first_step(System& system) {
     Step probe;
     probe.tau0 = probe.tau_first = probe.tau_last = tau_;
@@ -394,7 +395,7 @@ class AdaptivePlanner : public Planner {
     const double d2 = scaled_rms(plan_, f1 - f0, scale, plan_.atol_has_zero) / h0;
     const double dmax = std::max(d1, d2);
     const double h1 = dmax <= 1e-15 ? std::max(1e-6, h0 * 1e-3)
-                                    : std::pow(0.01 / dmax, 1.0 / (plan_.tableau->order + 1));
+                                    : std::pow(0.01 / dmax, 1.0 / plan_.tableau->order);
     return std::min(100 * h0, h1);
   }
 

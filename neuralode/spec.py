@@ -114,7 +114,9 @@ def _max_num_steps(options: dict, name: str) -> int:
 
 
 def _fixed_plan(method: str, options: dict, t: Tensor, name: str):
-    unknown = sorted(set(options) - set(FIXED_STEP_OPTIONS))
+    # A fixed grid has no error norm: 'norm' (a callable, or the adjoint's "seminorm") is
+    # taken and ignored, as torchdiffeq's fixed-grid solvers do.
+    unknown = sorted(set(options) - set(FIXED_STEP_OPTIONS) - {"norm"})
     if unknown:
         raise ValueError(
             f"{name}: unknown option(s) {', '.join(map(repr, unknown))} for method {method!r}; "

@@ -141,7 +141,9 @@ def test_adjoint_lands_on_every_knot(norm):
     smooth_diff, smooth_ratio = _adjoint_vs_checkpoint([], norm)
     jump_diff, jump_ratio = _adjoint_vs_checkpoint([1.0, 2.0, 3.0], norm)
     assert smooth_diff < 1e-5
-    assert jump_diff < 2 * smooth_diff, (jump_diff, smooth_diff)
+    # The smooth case's difference moves with the step choices (8e-8 with torchdiffeq's
+    # first step, 6e-7 with an exponent 1/(order+1)); the regression guarded here was ~6e-6.
+    assert jump_diff < max(2 * smooth_diff, 1e-6), (jump_diff, smooth_diff)
     # The full norm also controls dL/dtheta, whose error grows with the gain (7x after the
     # last knot): a little more room there.
     assert jump_ratio < (1.15 if norm == "seminorm" else 1.3) * smooth_ratio, (jump_ratio, smooth_ratio)
