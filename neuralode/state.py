@@ -46,6 +46,12 @@ def _check_tensor(x, name: str) -> None:
         )
 
 
+def _as_number(value) -> float:
+    """A norm's value as a float (a tensor's detached first: the first-step choice can hand
+    the norm errors that carry a graph, and only the number is wanted)."""
+    return float(value.detach()) if isinstance(value, Tensor) else float(value)
+
+
 class StateLayout:
     """The map between a user's state (tensor, complex tensor or tuple) and the engine's
     real buffer; see the module docstring. ``identity`` when the state is one real tensor."""
@@ -116,16 +122,22 @@ class StateLayout:
         if not self.is_tuple:
             return torch.view_as_complex(buffer)
         out, offset = [], 0
+        rows_even = not lead or buffer.shape[-1] % 2 == 0
         for shape, is_c, n in zip(self.shapes, self.complex, self.numels):
+            start = offset
             piece = buffer[..., offset:offset + n]
             offset += n
             if is_c:
                 piece = piece.reshape((*lead, *shape, 2))
-                if piece.storage_offset() % 2 or any(st % 2 for st in piece.stride()[:-1]):
-                    # After a real piece of odd length, or in a trajectory whose rows have
-                    # an odd length, the pairs are not aligned for a complex view: a copy.
-                    piece = piece.clone(memory_format=torch.contiguous_format)
-                piece = torch.view_as_complex(piece)
+                aligned = start % 2 == 0 and rows_even and piece.storage_offset() % 2 == 0 and not any(
+                    st % 2 for st in piece.stride()[:-1])
+                if aligned:
+                    piece = torch.view_as_complex(piece)
+                else:
+                    # After a real piece of odd length, or in rows of odd length, the pairs
+                    # are not aligned for a complex view, here or in a gradient laid out like
+                    # the buffer (which a second derivative would view as complex): a copy.
+                    piece = torch.complex(piece[..., 0], piece[..., 1])
             else:
                 piece = piece.reshape((*lead, *shape))
             out.append(piece)
@@ -210,7 +222,7 @@ class StateLayout:
         out like y0 (a tuple for a tuple state)."""
         def call(scaled):
             (q,) = scaled
-            return norm(self.unpack(q))
+            return _as_number(norm(self.unpack(q)))
         return call
 
     def user_adjoint_norm(self, norm: Callable, n_params: int) -> Callable:
@@ -224,5 +236,5 @@ class StateLayout:
             a = self.unpack(q_a)
             y = y if self.is_tuple else (y,)
             a = a if self.is_tuple else (a,)
-            return norm((zero, *y, *a, *q_params))
+            return _as_number(norm((zero, *y, *a, *q_params)))
         return call

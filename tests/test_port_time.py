@@ -265,6 +265,24 @@ def test_time_gradient_tuple_and_complex_states(gradient):
     torch.testing.assert_close(grad, expected, rtol=0, atol=1e-7)
 
 
+@pytest.mark.parametrize("gradient", ["backprop", "adjoint", "checkpoint"])
+@pytest.mark.parametrize("method,options", [("dopri5", None), ("rk4", {"max_step": 0.01})])
+def test_time_gradient_per_sample_times(method, options, gradient):
+    """Per-sample times (T, batch, 1) that require grad, y' = -y, L = sum of every output:
+    dL/dt_ib = -y_ib for i > 0 and dL/dt_0b = sum over i > 0 of y_ib, sample by sample."""
+    y0 = torch.tensor([[1.0], [2.0]], dtype=F64)
+    t_values = torch.tensor([[0.0, 0.5], [0.7, 1.0], [1.5, 2.2]], dtype=F64).unsqueeze(-1)
+    t = t_values.clone().requires_grad_()
+    kw = {"adjoint_params": ()} if gradient != "backprop" else {}
+    ys = odeint(lambda t, y: -y, y0, t, method=method, options=options, gradient=gradient, rtol=1e-10,
+                atol=1e-12, **kw)
+    (grad,) = torch.autograd.grad(ys.sum(), t)
+    exact = y0 * torch.exp(-(t_values - t_values[0]))
+    expected = -exact
+    expected[0] = exact[1:].sum(0)
+    torch.testing.assert_close(grad, expected, rtol=0, atol=1e-8)
+
+
 # ---------------------------------------------------------------------------
 # dL/dt side by side with torchdiffeq
 # ---------------------------------------------------------------------------

@@ -244,6 +244,31 @@ def test_tuple_mixing_real_and_complex_pieces(order, gradient):
     torch.testing.assert_close(g_c, expected.expand(2, 1).to(torch.complex128), rtol=0, atol=1e-7)
 
 
+def test_second_derivatives_with_a_misaligned_complex_piece():
+    """create_graph=True through a tuple whose complex piece sits at an odd offset (after
+    three real numbers): every mode gives the double-backward of backprop (a second
+    derivative must never view a gradient's odd slice as complex)."""
+    A = torch.tensor([[-0.3, 1.1], [-0.9, 0.2]], dtype=F64, requires_grad=True)
+    z0 = torch.tensor([[0.5, -1.0]], dtype=F64, requires_grad=True)
+    l0 = torch.zeros(1, 1, dtype=F64)
+    c0 = torch.tensor([1.0 + 1.0j], dtype=torch.complex128)
+
+    def f(t, s):
+        z, logp, c = s
+        return torch.tanh(z @ A.T), -(z ** 2).sum(-1, keepdim=True), 1j * A[0, 0] * c * z.sum()
+
+    t = torch.tensor([0.0, 1.0], dtype=F64)
+    results = []
+    for gradient in ("backprop", "adjoint", "checkpoint"):
+        kw = {"adjoint_params": (A,)} if gradient != "backprop" else {}
+        z, logp, c = odeint(f, (z0, l0, c0), t, gradient=gradient, rtol=1e-10, atol=1e-12, **kw)
+        loss = z[-1].pow(2).sum() + logp[-1].sum() + (c[-1].abs() ** 2).sum()
+        (g_z0,) = torch.autograd.grad(loss, z0, create_graph=True)
+        results.append(torch.autograd.grad(g_z0.pow(2).sum(), A))
+    for other in results[1:]:
+        torch.testing.assert_close(other[0], results[0][0], rtol=0, atol=1e-7)
+
+
 # ---------------------------------------------------------------------------
 # Pieces of the layout
 # ---------------------------------------------------------------------------
