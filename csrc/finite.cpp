@@ -1,6 +1,7 @@
 #define TORCH_ASSERT_ONLY_METHOD_OPERATORS
 #include "finite.h"
 
+#include <ATen/ops/abs.h>
 #include <ATen/ops/sum.h>
 #include <ATen/ops/isfinite.h>
 #include <ATen/ops/stack.h>
@@ -14,8 +15,12 @@ namespace {
 
 // A 0-d float64 on x's device that is finite iff every element of x is: their sum in
 // float64 (NaN and Inf propagate into it; a float64 sum of float32 or float64 values
-// that are finite does not overflow short of 1e308). One kernel, no host read.
-at::Tensor finite_sum(const at::Tensor& x) { return x.detach().sum(at::kDouble); }
+// that are finite does not overflow short of 1e308). One kernel, no host read. A
+// complex tensor (a complex parameter's gradient) sums its moduli: a NaN or Inf in an
+// imaginary part counts too, and nothing is cast from complex to real.
+at::Tensor finite_sum(const at::Tensor& x) {
+  return x.is_complex() ? x.detach().abs().sum(at::kDouble) : x.detach().sum(at::kDouble);
+}
 
 std::string time_of(const at::Tensor& t, int64_t i) {
   std::ostringstream s;

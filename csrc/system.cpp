@@ -148,14 +148,15 @@ double AdjointSystem::attempt(const Step& step) {
       if (err.numel() > 0) {
         c10::NoGradGuard control_only;  // the error picks step sizes, it is not differentiated
         const at::Tensor a_p = a_params_[p].detach(), new_p = a_p + upd.detach();
-        const at::Tensor scale = param_tol(plan_.atol, err) +
-                                 param_tol(plan_.rtol, err) * a_p.abs().maximum(new_p.abs());
+        // A complex parameter: its scale from moduli (real), its error's square modulus.
+        const at::Tensor size = a_p.abs().maximum(new_p.abs());
+        const at::Tensor scale = param_tol(plan_.atol, size) + param_tol(plan_.rtol, size) * size;
         const at::Tensor q = err / scale;
         PartError pe;
         if (plan_.norm) {
           pe.scaled = q;
         } else {
-          pe.mean_sq.push_back(q.pow(2).mean().to(at::kDouble));
+          pe.mean_sq.push_back((q.is_complex() ? q.abs() : q).pow(2).mean().to(at::kDouble));
         }
         errors.push_back(std::move(pe));
       }

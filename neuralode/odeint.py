@@ -130,15 +130,16 @@ def _time_gradient_by_shift(solve: Callable, f: Callable, y0: Tensor, t: Tensor)
     obtained with no change of any value: the solve starts from
     ``y0 - (t_0 - stop(t_0)) f_0`` and each output gets ``+ (t_i - stop(t_i)) f_i``
     (both terms are 0; their derivatives are the formulas above). Costs one evaluation
-    of f per output time."""
+    of f per output time. The f_i keep their graph (to y_i and the parameters), so that
+    mixed second derivatives such as d/dtheta (dL/dt_i) are right; d2L/dt2 is not
+    (the shift is first order in t)."""
     t_const = t.detach()
-    with torch.no_grad():
-        f0 = f(t_const[0], y0.detach())
-    ys = solve(y0 - (t[0] - t_const[0]) * f0, t_const)
-    with torch.no_grad():
-        fs = torch.stack([f0] + [f(t_const[i], ys[i].detach()) for i in range(1, len(t))])
-    shift = (t - t_const).reshape(-1, *([1] * y0.dim()))
-    return ys + shift * fs
+    # The shifts in the state's dtype: a float64 t must not promote a float32 solution.
+    shift = (t - t_const).to(y0.dtype)
+    f0 = f(t_const[0], y0)
+    ys = solve(y0 - shift[0] * f0, t_const)
+    fs = torch.stack([f0] + [f(t_const[i], ys[i]) for i in range(1, len(t))])
+    return ys + shift.reshape(-1, *([1] * y0.dim())) * fs
 
 
 class _Solve(torch.autograd.Function):
@@ -228,12 +229,19 @@ def _module_parameters(module: nn.Module) -> list:
     return [v for m in module.modules() for v in vars(m).values() if isinstance(v, Tensor) and v.requires_grad]
 
 
-def _adjoint_params(func, adjoint_params) -> tuple:
+def _adjoint_params(func, adjoint_params, adjoint_options=None) -> tuple:
     """The tensors ``"adjoint"``/``"checkpoint"`` differentiate besides y0 and t: the given
-    ones, else the parameters of the modules ``func`` is made of; each once."""
+    ones, else the parameters of the modules ``func`` is made of; each once. Those that do
+    not require grad are left out, with torchdiffeq's warning when a callable adjoint norm
+    would have seen them."""
     if adjoint_params is None:
         adjoint_params = [p for m in _modules_of(func) for p in _module_parameters(m)]
-    unique = {id(p): p for p in adjoint_params if isinstance(p, Tensor) and p.requires_grad}
+    adjoint_params = list(adjoint_params)
+    kept = [p for p in adjoint_params if isinstance(p, Tensor) and p.requires_grad]
+    if len(kept) != len(adjoint_params) and callable((adjoint_options or {}).get("norm")):
+        warnings.warn("An adjoint parameter was passed without requiring gradient. For efficiency this will be "
+                      "excluded from the adjoint pass, and will not appear as a tensor in the adjoint norm.")
+    unique = {id(p): p for p in kept}
     return tuple(unique.values())
 
 
@@ -344,7 +352,7 @@ def odeint(
         raise TypeError(f"stats must be a neuralode.SolverStats, got {type(stats).__name__}")
     if gradient == "backprop" and adjoint_params is not None:
         raise ValueError("adjoint_params needs gradient='adjoint' or 'checkpoint'")
-    params = _adjoint_params(func, adjoint_params) if gradient != "backprop" else ()
+    params = _adjoint_params(func, adjoint_params, adjoint_options) if gradient != "backprop" else ()
     if method in python_methods.PYTHON_METHODS:
         return _odeint_python_method(
             f, func, layout, y, t, method, layout.tolerance(rtol, "rtol"), layout.tolerance(atol, "atol"),
@@ -400,14 +408,23 @@ def _odeint_python_method(f, func, layout, y, t, method, rtol, atol, options, gr
         return layout.unpack_trajectory(ys)
     backward_method = adjoint_method if adjoint_method is not None else python_methods.DEFAULT_ADJOINT_METHOD[method]
     if adjoint_options is None:
-        adjoint_options = python_methods.adjoint_options_from(method, options)
-    spec = build_spec(
-        y, t, method=backward_method, rtol=rtol, atol=atol, options=adjoint_options, gradient="adjoint",
-        adjoint_method=backward_method,
-        adjoint_rtol=None if adjoint_rtol is None else layout.tolerance(adjoint_rtol, "adjoint_rtol"),
-        adjoint_atol=None if adjoint_atol is None else layout.tolerance(adjoint_atol, "adjoint_atol"),
-        adjoint_options=adjoint_options, layout=layout, n_params=len(params), func=f,
-    )
+        adjoint_options = python_methods.adjoint_options_from(method, options, backward_method)
+    try:
+        # The engine runs only the backward solve: its plan is built as both directions'.
+        spec = build_spec(
+            y, t, method=backward_method, rtol=rtol, atol=atol, options=adjoint_options, gradient="adjoint",
+            adjoint_method=backward_method,
+            adjoint_rtol=None if adjoint_rtol is None else layout.tolerance(adjoint_rtol, "adjoint_rtol"),
+            adjoint_atol=None if adjoint_atol is None else layout.tolerance(adjoint_atol, "adjoint_atol"),
+            adjoint_options=adjoint_options, layout=layout, n_params=len(params), func=f,
+        )
+    except ValueError as error:
+        message = str(error)
+        if message.startswith("options:"):  # the options checked are the adjoint's
+            raise ValueError("adjoint_options:" + message[len("options:"):]) from None
+        if message.startswith("method:"):
+            raise ValueError("adjoint_method:" + message[len("method:"):]) from None
+        raise
     ys = _Solve.apply(f, spec, stats, False, _modules_of(func), run, y, t, *params)
     return layout.unpack_trajectory(ys)
 

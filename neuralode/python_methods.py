@@ -23,6 +23,7 @@ from typing import Callable, Optional
 from torch import Tensor
 
 from .multistep import MULTISTEP_METHODS, MULTISTEP_OPTIONS, solve_multistep
+from .spec import ADAPTIVE_METHODS
 from .scipy_solver import SCIPY_OPTIONS, solve_scipy
 
 __all__ = ["PYTHON_METHODS", "OPTIONS", "SOLVER_CLASS", "DEFAULT_ADJOINT_METHOD", "adjoint_options_from", "solver", "warn_unknown"]
@@ -36,14 +37,22 @@ SOLVER_CLASS = {"explicit_adams": "AdamsBashforth", "implicit_adams": "AdamsBash
 # Keys torchdiffeq's solvers take without a word although they do nothing there.
 SILENT = {**{m: ("norm",) for m in MULTISTEP_METHODS}, "scipy_solver": ("norm", "grid_points", "eps")}
 DEFAULT_ADJOINT_METHOD = {**{m: "rk4" for m in MULTISTEP_METHODS}, "scipy_solver": "dopri5"}
-# The forward options that mean the same to the default adjoint method.
-_CARRIED = {**{m: ("step_size", "grid_constructor", "perturb", "interp") for m in MULTISTEP_METHODS},
-            "scipy_solver": ()}
+# The forward options that mean the same to the default adjoint method (the engine's
+# fixed grid takes step_size; perturb and interp do not matter to a backward solve whose
+# steps land on every observation).
+_CARRIED = {**{m: ("step_size", "grid_constructor") for m in MULTISTEP_METHODS}, "scipy_solver": ()}
 
 
-def adjoint_options_from(method: str, options: dict) -> dict:
-    """The default adjoint's options: those of the forward's that mean the same to it."""
-    return {k: v for k, v in options.items() if k in _CARRIED[method]}
+def adjoint_options_from(method: str, options: dict, adjoint_method: str) -> dict:
+    """The adjoint's options when none are given: those of the forward's that mean the
+    same to the default adjoint method (the grid: ``step_size`` or ``grid_constructor``).
+    Refused (torchdiffeq's rule) when some would be carried to an adjoint method of
+    another kind."""
+    carried = {k: v for k, v in options.items() if k in _CARRIED[method]}
+    if carried and (adjoint_method in ADAPTIVE_METHODS) != (DEFAULT_ADJOINT_METHOD[method] in ADAPTIVE_METHODS):
+        raise ValueError(f"adjoint_method={adjoint_method!r} is not of the kind the options of method={method!r} "
+                         "are for: pass adjoint_options as well (the forward's options cannot be carried over)")
+    return carried
 
 
 def warn_unknown(method: str, options: Optional[dict]) -> None:

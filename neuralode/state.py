@@ -46,6 +46,12 @@ def _check_tensor(x, name: str) -> None:
         )
 
 
+def _as_number(value) -> float:
+    """A norm's value as a float (a tensor's detached first: the first-step choice can hand
+    the norm errors that carry a graph, and only the number is wanted)."""
+    return float(value.detach()) if isinstance(value, Tensor) else float(value)
+
+
 class StateLayout:
     """The map between a user's state (tensor, complex tensor or tuple) and the engine's
     real buffer; see the module docstring. ``identity`` when the state is one real tensor."""
@@ -79,6 +85,8 @@ class StateLayout:
         self.identity = not self.is_tuple and not self.is_complex
         # Real elements of each piece of the flat buffer (a complex element is two).
         self.numels = [x.numel() * (2 if c else 1) for x, c in zip(parts, self.complex)]
+        # Where each piece starts in the flat buffer.
+        self.offsets = [sum(self.numels[:i]) for i in range(len(self.numels))]
 
     # ------------------------------------------------------------------ state
 
@@ -93,11 +101,19 @@ class StateLayout:
             return y
         if not self.is_tuple:
             return torch.view_as_real(y)
-        return torch.cat([self._flat_real(x) for x in y])
+        return torch.cat([self._flat_real(x, at) for x, at in zip(y, self.offsets)])
 
     @staticmethod
-    def _flat_real(x: Tensor) -> Tensor:
-        return (torch.view_as_real(x) if x.is_complex() else x).reshape(-1)
+    def _flat_real(x: Tensor, offset: int = 0) -> Tensor:
+        """A piece flattened to reals, to be joined at ``offset`` of the flat buffer. A complex
+        piece at an odd offset (after a real piece of odd length) is copied out as (Re, Im)
+        pairs: its view_as_real would get the buffer's gradient slice in the backward, which
+        cannot be viewed as complex there."""
+        if not x.is_complex():
+            return x.reshape(-1)
+        if offset % 2:
+            return torch.stack((x.real, x.imag), dim=-1).reshape(-1)
+        return torch.view_as_real(x).reshape(-1)
 
     def unpack(self, buffer: Tensor, lead: Sequence[int] = ()) -> State:
         """The user's state from a buffer with leading dimensions ``lead`` (views)."""
@@ -106,11 +122,22 @@ class StateLayout:
         if not self.is_tuple:
             return torch.view_as_complex(buffer)
         out, offset = [], 0
+        rows_even = not lead or buffer.shape[-1] % 2 == 0
         for shape, is_c, n in zip(self.shapes, self.complex, self.numels):
+            start = offset
             piece = buffer[..., offset:offset + n]
             offset += n
             if is_c:
-                piece = torch.view_as_complex(piece.reshape((*lead, *shape, 2)))
+                piece = piece.reshape((*lead, *shape, 2))
+                aligned = start % 2 == 0 and rows_even and piece.storage_offset() % 2 == 0 and not any(
+                    st % 2 for st in piece.stride()[:-1])
+                if aligned:
+                    piece = torch.view_as_complex(piece)
+                else:
+                    # After a real piece of odd length, or in rows of odd length, the pairs
+                    # are not aligned for a complex view, here or in a gradient laid out like
+                    # the buffer (which a second derivative would view as complex): a copy.
+                    piece = torch.complex(piece[..., 0], piece[..., 1])
             else:
                 piece = piece.reshape((*lead, *shape))
             out.append(piece)
@@ -137,12 +164,12 @@ class StateLayout:
             got = f"a {type(out).__name__}" + (f" of {len(out)}" if isinstance(out, (tuple, list)) else "")
             raise TypeError(f"func must return a tuple of {len(self.shapes)} tensors like y0, got {got}")
         pieces = []
-        for i, (x, shape, dtype) in enumerate(zip(out, self.shapes, self.dtypes)):
+        for i, (x, shape, dtype, at) in enumerate(zip(out, self.shapes, self.dtypes, self.offsets)):
             if not isinstance(x, Tensor):
                 raise TypeError(f"func's result [{i}] must be a torch.Tensor, got {type(x).__name__}")
             if x.numel() != shape.numel():
                 raise ValueError(f"func's result [{i}] has shape {tuple(x.shape)}; y0[{i}] has shape {tuple(shape)}")
-            pieces.append(self._flat_real(x.to(dtype) if x.dtype != dtype else x))
+            pieces.append(self._flat_real(x.to(dtype) if x.dtype != dtype else x, at))
         return torch.cat(pieces)
 
     def wrap(self, f: Callable) -> Callable:
@@ -160,16 +187,28 @@ class StateLayout:
 
     def tolerance(self, tol, name: str):
         """A tuple of per-tensor tolerances as one per buffer element (torchdiffeq's tupled
-        rtol/atol); anything else as it is (numbers and tensors broadcast later)."""
+        rtol/atol); anything else as it is (numbers and tensors broadcast later).
+
+        As torchdiffeq: for a tuple y0 a 1-D tensor with one value per tensor of y0 is such
+        a tuple; for a tensor y0 a tuple or list is a tensor of tolerances."""
+        if self.is_tuple and isinstance(tol, Tensor) and tol.dim() == 1 and tol.numel() == len(self.shapes) > 1:
+            tol = tuple(tol.unbind(0))
+        if not self.is_tuple and isinstance(tol, (tuple, list)):
+            tol = torch.as_tensor(tol, dtype=self.dtype, device=self.device)
         if not isinstance(tol, (tuple, list)):
             if isinstance(tol, Tensor) and tol.numel() > 1 and not self.identity:
                 if not self.is_tuple:  # a complex state: the same tolerance for Re and Im
-                    return torch.view_as_real(torch.broadcast_to(tol, self.shapes[0]).to(self.dtypes[0]).clone())
+                    try:
+                        real = torch.broadcast_to(tol.to(device=self.device, dtype=self.dtype), self.shapes[0])
+                    except RuntimeError:
+                        raise ValueError(f"{name} of shape {tuple(tol.shape)} does not broadcast to y0's shape "
+                                         f"{tuple(self.shapes[0])}") from None
+                    return torch.stack([real, real], dim=-1)
                 raise ValueError(f"{name}: for a tuple y0 give a tuple of tolerances, one per tensor")
             return tol
-        if not self.is_tuple or len(tol) != len(self.shapes):
+        if len(tol) != len(self.shapes):
             raise ValueError(f"{name}: a tuple of tolerances needs a tuple y0 of the same length "
-                             f"({len(tol)} tolerances, y0 {'has ' + str(len(self.shapes)) if self.is_tuple else 'is a tensor'})")
+                             f"({len(tol)} tolerances, y0 has {len(self.shapes)})")
         pieces = []
         for i, (value, n) in enumerate(zip(tol, self.numels)):
             v = torch.as_tensor(value, dtype=self.dtype, device=self.device)
@@ -183,7 +222,7 @@ class StateLayout:
         out like y0 (a tuple for a tuple state)."""
         def call(scaled):
             (q,) = scaled
-            return norm(self.unpack(q))
+            return _as_number(norm(self.unpack(q)))
         return call
 
     def user_adjoint_norm(self, norm: Callable, n_params: int) -> Callable:
@@ -197,5 +236,5 @@ class StateLayout:
             a = self.unpack(q_a)
             y = y if self.is_tuple else (y,)
             a = a if self.is_tuple else (a,)
-            return norm((zero, *y, *a, *q_params))
+            return _as_number(norm((zero, *y, *a, *q_params)))
         return call
