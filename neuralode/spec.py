@@ -390,7 +390,10 @@ def build_spec(
             "adjoint_options", adjoint=True, segments=segments, norm_wrapper=adjoint_norm,
         )
         return _C.SolveSpec(forward=forward, backward=backward, gradient=gradient, seminorm=norm == "seminorm")
-    if adjoint_rtol is not None or adjoint_atol is not None:
-        raise ValueError("adjoint_rtol/adjoint_atol apply to adaptive adjoint methods only")
+    # A fixed-step adjoint takes no tolerances: checked, then ignored (as rtol/atol by a
+    # fixed-step forward, and as torchdiffeq does).
+    for value, name in ((adjoint_rtol, "adjoint_rtol"), (adjoint_atol, "adjoint_atol")):
+        if value is not None:
+            tolerance(value, y0, name)
     backward = _fixed_plan(adjoint_method, dict(adjoint_options), y0, t, func, "adjoint_options")
     return _C.SolveSpec(forward=forward, backward=backward, gradient=gradient, seminorm=False)

@@ -497,3 +497,20 @@ def test_complex_parameter_adjoint(method, norm):
             (ys[-1] * torch.tensor([1.0 - 1.0j, 0.5j], dtype=torch.complex128)).real.sum().backward()
         grads.append(func.w.grad)
     torch.testing.assert_close(grads[0], grads[1], rtol=0, atol=1e-7)
+
+
+def test_fixed_step_adjoint_ignores_adjoint_tolerances():
+    """torchdiffeq's rule: a fixed-step adjoint takes adjoint_rtol/adjoint_atol and ignores
+    them (as a fixed-step forward ignores rtol/atol): the same gradient without them; a
+    negative one is still an error naming it."""
+    t = torch.tensor(T_OBS, dtype=F64)
+    grads = []
+    for kw in ({}, {"adjoint_rtol": 1e-3, "adjoint_atol": 1e-4}):
+        func = Linear()
+        y0 = _y0().requires_grad_()
+        ys = odeint_adjoint(func, y0, t, method="rk4", options={"step_size": 0.05}, **kw)
+        grads.append(torch.autograd.grad(_loss(ys), (y0, func.A)))
+    for a, b in zip(*grads):
+        assert torch.equal(a, b)
+    with pytest.raises(ValueError, match="adjoint_rtol must be a finite non-negative"):
+        odeint_adjoint(Linear(), _y0(), t, method="rk4", adjoint_rtol=-1.0)
