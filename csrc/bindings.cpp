@@ -218,6 +218,19 @@ PYBIND11_MODULE(_C, m) {
       "for tensors that require grad outside params: an error, their gradient would be lost.");
 
   m.def(
+      "check_captured",
+      torch::wrap_pybind_function([](py::object func, const at::Tensor& t, const at::Tensor& z,
+                                     std::vector<at::Tensor> params) {
+        Dynamics f = make_dynamics(std::move(func), std::move(params));
+        f.set_check_captured(true);
+        py::gil_scoped_release no_gil;
+        f(t, z);
+      }),
+      py::arg("func"), py::arg("t"), py::arg("z"), py::arg("params"),
+      "Evaluates func(t, z) once with the solve's check for tensors that require grad outside "
+      "params (an error naming the fix), for forwards that run outside the engine.");
+
+  m.def(
       "gradient",
       torch::wrap_pybind_function([](const SolveSpec& spec, py::object func,
                                      std::vector<at::Tensor> params, const at::Tensor& t,

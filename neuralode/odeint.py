@@ -120,7 +120,8 @@ def _times_for(f: Callable, dtype: torch.dtype, t_dtype: torch.dtype) -> Callabl
     return cast
 
 
-def _time_gradient_by_shift(solve: Callable, f: Callable, y0: Tensor, t: Tensor) -> Tensor:
+def _time_gradient_by_shift(solve: Callable, f: Callable, y0: Tensor, t: Tensor,
+                            stats: Optional[SolverStats] = None) -> Tensor:
     """``solve(y0, t)`` made differentiable in ``t`` for solvers whose steps do not carry
     it (adaptive steps on a host clock): dL/dt from the ODE itself,
 
@@ -139,6 +140,8 @@ def _time_gradient_by_shift(solve: Callable, f: Callable, y0: Tensor, t: Tensor)
     f0 = f(t_const[0], y0)
     ys = solve(y0 - shift[0] * f0, t_const)
     fs = torch.stack([f0] + [f(t_const[i], ys[i]) for i in range(1, len(t))])
+    if stats is not None:
+        stats.nfe_forward += len(t)  # the evaluations above, outside the solve's own count
     return ys + shift.reshape(-1, *([1] * y0.dim())) * fs
 
 
@@ -384,7 +387,7 @@ def odeint(
     # has its own time terms, dL/dt comes from the ODE (_time_gradient_by_shift).
     if (t.requires_grad and torch.is_grad_enabled() and t.dim() == 1 and spec.forward.adaptive
             and gradient != "adjoint"):
-        ys = _time_gradient_by_shift(solve, f, y, t)
+        ys = _time_gradient_by_shift(solve, f, y, t, stats)
     else:
         ys = solve(y, t)
     return layout.unpack_trajectory(ys)
@@ -425,6 +428,11 @@ def _odeint_python_method(f, func, layout, y, t, method, rtol, atol, options, gr
         if message.startswith("method:"):
             raise ValueError("adjoint_method:" + message[len("method:"):]) from None
         raise
+    if adjoint_params is None and torch.is_grad_enabled():
+        # The forward runs outside the engine: one evaluation of f under the engine's check
+        # for tensors that require grad outside the parameters found (their gradient would
+        # be lost), as the engine's own forward does on its first evaluation.
+        _C.check_captured(f, t[0].detach(), y.detach(), list(params))
     ys = _Solve.apply(f, spec, stats, False, _modules_of(func), run, y, t, *params)
     return layout.unpack_trajectory(ys)
 

@@ -514,3 +514,22 @@ def test_fixed_step_adjoint_ignores_adjoint_tolerances():
         assert torch.equal(a, b)
     with pytest.raises(ValueError, match="adjoint_rtol must be a finite non-negative"):
         odeint_adjoint(Linear(), _y0(), t, method="rk4", adjoint_rtol=-1.0)
+
+
+@pytest.mark.parametrize("method,options", [("explicit_adams", {"step_size": 0.05, "max_order": 4}),
+                                            ("scipy_solver", {})])
+def test_methods_outside_the_engine_refuse_captured_tensors(method, options):
+    """The Adams and scipy forwards run outside the engine, so the engine's check on f's first
+    evaluation is made before them: a closure over a tensor that requires grad, without
+    adjoint_params, is refused (its gradient would be lost); with adjoint_params it runs."""
+    if method == "scipy_solver":
+        pytest.importorskip("scipy")
+    k = torch.tensor(0.7, dtype=F64, requires_grad=True)
+    f = lambda t, y: -k * y
+    t = torch.tensor(T_OBS, dtype=F64)
+    with pytest.raises(ValueError, match="func uses a tensor that requires grad"):
+        odeint_adjoint(f, _y0(), t, method=method, options=options)
+    ys = odeint_adjoint(f, _y0(), t, method=method, options=options, adjoint_params=(k,))
+    (g,) = torch.autograd.grad(ys[-1].sum(), k)
+    # y(t) = y0 exp(-k t): d sum y(T) / dk = -T sum y(T)
+    assert abs(g.item() - (-T_OBS[-1] * ys[-1].sum().item())) < 1e-3 * abs(g.item())

@@ -16,6 +16,7 @@ import pytest
 import torch
 from torch import nn
 
+import neuralode
 from neuralode import odeint
 
 F64 = torch.float64
@@ -343,3 +344,18 @@ def test_mixed_second_derivative_through_the_time_gradient(method, options, grad
     decay = torch.exp(torch.tensor(-0.7 * 1.3, dtype=F64))
     torch.testing.assert_close(g_t[1].detach(), -0.7 * 2.0 * decay, rtol=1e-7, atol=0)
     torch.testing.assert_close(g_tk, 2.0 * decay * (0.7 * 1.3 - 1), rtol=1e-6, atol=0)
+
+
+def test_stats_count_the_time_gradient_evaluations():
+    """dL/dt of an adaptive backprop solve takes one evaluation of f per output time beyond
+    the solve's own: SolverStats counts them (the calls of f are the truth)."""
+    calls = []
+
+    def f(t, y):
+        calls.append(1)
+        return -y
+
+    stats = neuralode.SolverStats()
+    t = torch.tensor([0.0, 0.5, 1.0], dtype=F64, requires_grad=True)
+    odeint(f, torch.ones(2, dtype=F64), t, stats=stats)
+    assert stats.nfe_forward == len(calls)
