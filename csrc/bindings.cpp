@@ -84,6 +84,30 @@ Dynamics make_dynamics(py::object func, std::vector<at::Tensor> params) {
   return Dynamics(std::move(fn), std::move(params));
 }
 
+// Step callbacks from a Python (step, accept, reject) triple of callables or None, each
+// called as fn(t0, [state parts], dt).
+StepCallbacks make_callbacks(const py::object& triple) {
+  StepCallbacks cb;
+  if (triple.is_none()) return cb;
+  auto wrap = [](py::object fn) -> StepCallbacks::Fn {
+    if (fn.is_none()) return {};
+    auto held = std::shared_ptr<py::object>(new py::object(std::move(fn)), [](py::object* o) {
+      py::gil_scoped_acquire gil;
+      delete o;
+    });
+    return [held](const at::Tensor& t0, const std::vector<at::Tensor>& state, const at::Tensor& dt) {
+      py::gil_scoped_acquire gil;
+      (*held)(t0, state, dt);
+    };
+  };
+  py::tuple fns = triple.cast<py::tuple>();
+  TORCH_CHECK_VALUE(fns.size() == 3, "internal: callbacks are (step, accept, reject)");
+  cb.step = wrap(fns[0]);
+  cb.accept = wrap(fns[1]);
+  cb.reject = wrap(fns[2]);
+  return cb;
+}
+
 // Wraps a Python norm of the scaled errors (a list of tensors -> a number or 0-d tensor).
 std::function<double(const std::vector<at::Tensor>&)> make_norm(py::object norm) {
   // Shared: the plan may be copied, and its last copy may be dropped without the GIL.
@@ -198,21 +222,24 @@ PYBIND11_MODULE(_C, m) {
       "solve",
       torch::wrap_pybind_function([](const SolveSpec& spec, py::object func, const at::Tensor& y0,
                                      const at::Tensor& t, bool differentiable,
-                                     std::vector<at::Tensor> params, bool check_params) {
+                                     std::vector<at::Tensor> params, bool check_params,
+                                     py::object callbacks) {
         Dynamics f = make_dynamics(std::move(func), std::move(params));
+        const StepCallbacks cb = make_callbacks(callbacks);
         f.set_check_captured(check_params);
         // A differentiable solve needs no tape (the checkpoint's second derivatives).
         const bool record = spec.gradient == SolveSpec::Gradient::kCheckpoint && !differentiable;
         Solution r;
         {
           py::gil_scoped_release no_gil;
-          r = solve(spec, f, y0, t, differentiable, record);
+          r = solve(spec, f, y0, t, differentiable, record, &cb);
         }
         py::object tape = r.tape ? py::cast(r.tape) : py::none();
         return py::make_tuple(r.ys, stats_dict(r.stats), tape);
       }),
       py::arg("spec"), py::arg("func"), py::arg("y0"), py::arg("t"), py::arg("differentiable"),
       py::arg("params") = std::vector<at::Tensor>(), py::arg("check_params") = false,
+      py::arg("callbacks") = py::none(),
       "Integrates func(t, z) from y0 through the times t; returns (z at each time, stats, tape "
       "(gradient 'checkpoint') or None). With check_params, f's first evaluation is searched "
       "for tensors that require grad outside params: an error, their gradient would be lost.");
@@ -235,8 +262,10 @@ PYBIND11_MODULE(_C, m) {
       torch::wrap_pybind_function([](const SolveSpec& spec, py::object func,
                                      std::vector<at::Tensor> params, const at::Tensor& t,
                                      const std::optional<at::Tensor>& ys, const at::Tensor& grad_ys,
-                                     std::shared_ptr<Tape> tape, bool need_t, bool create_graph) {
+                                     std::shared_ptr<Tape> tape, bool need_t, bool create_graph,
+                                     py::object callbacks) {
         Dynamics f = make_dynamics(std::move(func), std::move(params));
+        const StepCallbacks cb = make_callbacks(callbacks);
         Gradients g;
         {
           py::gil_scoped_release no_gil;
@@ -246,7 +275,7 @@ PYBIND11_MODULE(_C, m) {
             g = replay_gradients(*tape, f, grad_ys, need_t);
           } else {
             TORCH_CHECK(ys.has_value(), "gradient 'adjoint' needs the forward's outputs");
-            g = adjoint_gradients(spec, f, t, *ys, grad_ys, need_t, create_graph);
+            g = adjoint_gradients(spec, f, t, *ys, grad_ys, need_t, create_graph, &cb);
           }
         }
         py::object grad_t = g.t.defined() ? py::cast(g.t) : py::none();
@@ -254,6 +283,7 @@ PYBIND11_MODULE(_C, m) {
       }),
       py::arg("spec"), py::arg("func"), py::arg("params"), py::arg("t"), py::arg("ys"),
       py::arg("grad_ys"), py::arg("tape"), py::arg("need_t"), py::arg("create_graph") = false,
+      py::arg("callbacks") = py::none(),
       "The gradient of a solve (spec.gradient 'adjoint' or 'checkpoint'): returns (dL/dy0, "
       "dL/dt or None, [dL/dtheta], stats).");
 }

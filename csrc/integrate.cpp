@@ -1,17 +1,37 @@
 #define TORCH_ASSERT_ONLY_METHOD_OPERATORS
 #include "integrate.h"
 
+#include <ATen/ops/scalar_tensor.h>
+
 #include <optional>
 
 #include "finite.h"
 
 namespace neuralode {
 
-void integrate(Planner& planner, System& system, Observer& observer) {
+namespace {
+
+// A step's start time and size as the callbacks receive them (the state's dtype).
+void call(const StepCallbacks::Fn& fn, const Step& step, System& system) {
+  const at::Tensor t0 = step.host_times || !step.t0.defined()
+                            ? at::scalar_tensor(step.tau0, step.dt.options())
+                            : step.t0.detach().to(step.dt.scalar_type());
+  fn(t0, system.callback_state(), step.dt.detach());
+}
+
+}  // namespace
+
+void integrate(Planner& planner, System& system, Observer& observer, const StepCallbacks* callbacks) {
   observer.begin(system);
   while (std::optional<Step> step = planner.next(system)) {
+    if (callbacks && callbacks->step) call(callbacks->step, *step, system);
     const double ratio = system.attempt(*step);
-    if (!planner.settle(*step, ratio)) continue;
+    const bool accepted = planner.settle(*step, ratio);
+    if (callbacks) {
+      const StepCallbacks::Fn& fn = accepted ? callbacks->accept : callbacks->reject;
+      if (fn) call(fn, *step, system);
+    }
+    if (!accepted) continue;
     observer.on_step(*step, system);
     system.commit(*step);
     if (step->end_obs >= 0) observer.on_stop(step->end_obs, system);
@@ -54,7 +74,7 @@ void check_gradients_finite(const Gradients& g) {
 }  // namespace
 
 Solution solve(const SolveSpec& spec, Dynamics& f, const at::Tensor& y0, const at::Tensor& t,
-               bool differentiable, bool record) {
+               bool differentiable, bool record, const StepCallbacks* callbacks) {
   const SolveMeter meter(f);
   const StepPlan& plan = spec.forward;
   // A recorded solve whose gradient w.r.t. t is wanted places its steps from a leaf
@@ -77,7 +97,7 @@ Solution solve(const SolveSpec& spec, Dynamics& f, const at::Tensor& y0, const a
   ForwardSystem system(f, plan, y0.clone(), t.options().requires_grad(false), differentiable);
   OutputObserver observer(t_plan, clock ? &*clock : nullptr, tape.get(),
                           plan.interp == StepPlan::Interp::kCubic);
-  integrate(*planner, system, observer);
+  integrate(*planner, system, observer, callbacks);
   at::Tensor ys = observer.outputs();
   // Adaptive steps check every step's error ratio; fixed steps, their outputs once.
   if (!plan.adaptive()) check_outputs_finite(ys, t);
@@ -86,7 +106,7 @@ Solution solve(const SolveSpec& spec, Dynamics& f, const at::Tensor& y0, const a
 
 Gradients adjoint_gradients(const SolveSpec& spec, Dynamics& f, const at::Tensor& t,
                             const at::Tensor& ys, const at::Tensor& grad_ys, bool need_t,
-                            bool create_graph) {
+                            bool create_graph, const StepCallbacks* callbacks) {
   const SolveMeter meter(f);
   f.set_create_graph(create_graph);
   const StepPlan& plan = spec.backward;
@@ -98,7 +118,7 @@ Gradients adjoint_gradients(const SolveSpec& spec, Dynamics& f, const at::Tensor
   AdjointSystem system(f, plan, ys[t.size(0) - 1], t[0], t_options, spec.seminorm, need_t,
                        create_graph);
   AdjointObserver observer(f, t, ys, grad_ys, need_t);
-  integrate(*planner, system, observer);
+  integrate(*planner, system, observer, callbacks);
   observer.watch().check("the adjoint dL/dz", t, kAdjointHint);
   Gradients g;
   g.y0 = system.a();

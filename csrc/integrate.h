@@ -6,6 +6,7 @@
 
 #include <ATen/core/Tensor.h>
 
+#include <functional>
 #include <memory>
 #include <vector>
 
@@ -18,9 +19,22 @@
 
 namespace neuralode {
 
+// Hooks a user may set on f (torchdiffeq's callback_step, callback_accept_step and
+// callback_reject_step, and their _adjoint variants): each is called with the step's
+// start time (in the state's dtype), the system's state parts and the step size. Unset
+// ones cost nothing.
+struct StepCallbacks {
+  using Fn = std::function<void(const at::Tensor& t0, const std::vector<at::Tensor>& state,
+                                const at::Tensor& dt)>;
+  Fn step;    // before every attempt (also a retry)
+  Fn accept;  // after an accepted step (adaptive methods)
+  Fn reject;  // after a rejected one
+};
+
 // Asks the planner for steps until it is done: each is attempted by the system,
 // settled by the planner (accept or retry), then shown to the observer.
-void integrate(Planner& planner, System& system, Observer& observer);
+void integrate(Planner& planner, System& system, Observer& observer,
+               const StepCallbacks* callbacks = nullptr);
 
 struct Solution {
   at::Tensor ys;  // (T, *y0.shape)
@@ -33,7 +47,7 @@ struct Solution {
 // autograd (backprop through the solver); with `record` the accepted steps are kept
 // for the checkpoint replay (their times with a graph to t when t requires grad).
 Solution solve(const SolveSpec& spec, Dynamics& f, const at::Tensor& y0, const at::Tensor& t,
-               bool differentiable, bool record);
+               bool differentiable, bool record, const StepCallbacks* callbacks = nullptr);
 
 struct Gradients {
   at::Tensor y0, t;  // t: undefined when not requested
@@ -48,7 +62,7 @@ struct Gradients {
 // (the exact second derivative of the adjoint's discretization).
 Gradients adjoint_gradients(const SolveSpec& spec, Dynamics& f, const at::Tensor& t,
                             const at::Tensor& ys, const at::Tensor& grad_ys, bool need_t,
-                            bool create_graph);
+                            bool create_graph, const StepCallbacks* callbacks = nullptr);
 
 // The discrete adjoint of a recorded solve: each step replayed with autograd, last
 // first: the gradient of the discrete solve to round-off.

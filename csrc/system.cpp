@@ -195,6 +195,12 @@ void AdjointSystem::commit(const Step& step) {
   }
 }
 
+std::vector<at::Tensor> AdjointSystem::callback_state() {
+  std::vector<at::Tensor> out{z_.detach(), a_.detach(), a_t_.detach()};
+  for (const at::Tensor& p : a_params_) out.push_back(p.detach());
+  return out;
+}
+
 void AdjointSystem::accumulate(at::Tensor& acc, const at::Tensor& x, double alpha) const {
   // Recorded: out of place, so that autograd sees every partial sum.
   if (differentiable_) {

@@ -29,6 +29,8 @@ class System {
   virtual double attempt(const Step& step) = 0;
   // Makes the attempted step's end the state.
   virtual void commit(const Step& step) = 0;
+  // The state as step callbacks see it (at the current step's start).
+  virtual std::vector<at::Tensor> callback_state() { return {}; }
 };
 
 class ForwardSystem : public System {
@@ -42,6 +44,7 @@ class ForwardSystem : public System {
 
   const at::Tensor& z() const { return z_; }
   const at::Tensor& z1() const { return z1_; }
+  std::vector<at::Tensor> callback_state() override { return {z_.detach()}; }
   const std::vector<at::Tensor>& stages() const { return st_.k[0]; }
   // f at the end of the attempted step (the last stage of FSAL methods).
   at::Tensor f_end(const Step& step);
@@ -80,6 +83,8 @@ class AdjointSystem : public System {
   void jump(const at::Tensor& z, const at::Tensor& grad_z);
   // dL/dt_0 += x (the observer's direct time terms).
   void add_time(const at::Tensor& x);
+  // [z, a, a_t, a_theta...]: the augmented state of the continuous adjoint.
+  std::vector<at::Tensor> callback_state() override;
   at::Tensor& a() { return a_; }
   at::Tensor& a_t() { return a_t_; }
   std::vector<at::Tensor>& a_params() { return a_params_; }

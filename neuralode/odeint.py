@@ -34,7 +34,7 @@ import torch
 from torch import Tensor, nn
 
 from . import _C
-from . import python_methods
+from . import callbacks, python_methods
 from . import _ops  # noqa: F401  (the fused ops' fake kernels, for torch.compile)
 from .odef import ODEF
 from .state import StateLayout
@@ -151,15 +151,16 @@ class _Solve(torch.autograd.Function):
     checkpoint tape), which returns dL/dy0, dL/dt and dL/dparams."""
 
     @staticmethod
-    def forward(ctx, f, spec, stats, check_params, modules, run, y0, t, *param_tensors):
+    def forward(ctx, f, spec, stats, check_params, modules, run, hooks, y0, t, *param_tensors):
         if run is None:
-            ys, raw, tape = _C.solve(spec, f, y0, t, False, list(param_tensors), check_params)
+            ys, raw, tape = _C.solve(spec, f, y0, t, False, list(param_tensors), check_params, hooks[0])
         else:  # a method outside the engine (neuralode.python_methods): its forward, our adjoint
             ys, raw = run(f, y0, t)
             tape = None
         if stats is not None:
             stats.add_forward(raw)
         ctx.f, ctx.spec, ctx.stats, ctx.tape, ctx.modules = f, spec, stats, tape, modules
+        ctx.adjoint_callbacks = hooks[1]
         # What the backward reads, saved so that autograd's version check refuses a
         # backward after any of it was changed in place: the outputs (the adjoint restarts
         # from them) or y0 (the checkpoint's second derivatives re-solve from it), t and
@@ -169,7 +170,7 @@ class _Solve(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_ys):
-        need_t = ctx.needs_input_grad[7]
+        need_t = ctx.needs_input_grad[8]
         t, ys_or_y0, *params = ctx.saved_tensors
         # The backward evaluates f again: it must not move module state (BatchNorm's
         # running statistics) that the forward's evaluations already moved.
@@ -182,14 +183,14 @@ class _Solve(torch.autograd.Function):
         else:
             grad_y0, grad_t, grad_params, raw = _C.gradient(
                 ctx.spec, ctx.f, params, t, None if ctx.tape is not None else ys_or_y0, grad_ys, ctx.tape,
-                need_t, create_graph,
+                need_t, create_graph, ctx.adjoint_callbacks,
             )
         with torch.no_grad():
             for b, k in zip(buffers, kept):
                 b.copy_(k)
         if ctx.stats is not None:
             ctx.stats.add_backward(raw)
-        return (None, None, None, None, None, None, grad_y0, grad_t if need_t else None, *grad_params)
+        return (None, None, None, None, None, None, None, grad_y0, grad_t if need_t else None, *grad_params)
 
 
 def _checkpoint_second_order(ctx, y0, t, params, grad_ys, need_t):
@@ -369,9 +370,11 @@ def odeint(
         adjoint_atol=None if adjoint_atol is None else layout.tolerance(adjoint_atol, "adjoint_atol"),
         adjoint_options=adjoint_options, layout=layout, n_params=len(params), func=f,
     )
+    hooks = (callbacks.forward_callbacks(func, layout, spec.forward.adaptive, True, spec.forward.method),
+             callbacks.adjoint_callbacks(func, layout, spec.backward.adaptive) if gradient == "adjoint" else None)
     if gradient == "backprop":
         def solve(y_start, times):
-            ys, raw, _ = _C.solve(spec, f, y_start, times, torch.is_grad_enabled())
+            ys, raw, _ = _C.solve(spec, f, y_start, times, torch.is_grad_enabled(), callbacks=hooks[0])
             if stats is not None:
                 stats.add_forward(raw)
             return ys
@@ -382,7 +385,7 @@ def odeint(
         modules = _modules_of(func)
 
         def solve(y_start, times):
-            return _Solve.apply(f, spec, stats, check, modules, None, y_start, times, *params)
+            return _Solve.apply(f, spec, stats, check, modules, None, hooks, y_start, times, *params)
     # Adaptive steps on a 1-D (host) clock carry no graph to t: outside the adjoint, which
     # has its own time terms, dL/dt comes from the ODE (_time_gradient_by_shift).
     if (t.requires_grad and torch.is_grad_enabled() and t.dim() == 1 and spec.forward.adaptive
@@ -397,6 +400,7 @@ def _odeint_python_method(f, func, layout, y, t, method, rtol, atol, options, gr
                           adjoint_method, adjoint_rtol, adjoint_atol, adjoint_options, stats):
     """``odeint`` for the methods outside the engine (see :mod:`neuralode.python_methods`)."""
     python_methods.warn_unknown(method, options)
+    callbacks.forward_callbacks(func, layout, False, False, method)  # not called here: warned about
     run = python_methods.solver(method, rtol, atol, options)
     if gradient == "checkpoint":
         raise ValueError(f"gradient='checkpoint' replays Runge-Kutta steps; method={method!r} is not one: "
@@ -433,7 +437,8 @@ def _odeint_python_method(f, func, layout, y, t, method, rtol, atol, options, gr
         # for tensors that require grad outside the parameters found (their gradient would
         # be lost), as the engine's own forward does on its first evaluation.
         _C.check_captured(f, t[0].detach(), y.detach(), list(params))
-    ys = _Solve.apply(f, spec, stats, False, _modules_of(func), run, y, t, *params)
+    hooks = (None, callbacks.adjoint_callbacks(func, layout, spec.backward.adaptive))
+    ys = _Solve.apply(f, spec, stats, False, _modules_of(func), run, hooks, y, t, *params)
     return layout.unpack_trajectory(ys)
 
 
