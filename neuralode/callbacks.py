@@ -64,10 +64,7 @@ def adjoint_callbacks(func, layout, adaptive: bool) -> Triple:
 
         def call(t0, state, dt):
             z, a, a_t, *params = state
-            y, adj_y = layout.unpack(z), layout.unpack(a)
-            ys = y if layout.is_tuple else (y,)
-            adj_ys = adj_y if layout.is_tuple else (adj_y,)
-            cb(t0, (a_t, *ys, *adj_ys, *params), dt)
+            cb(t0, (a_t, *layout.pieces(z), *layout.pieces(a), *params), dt)
 
         return call
 

@@ -368,7 +368,7 @@ def odeint(
         options=options, gradient=gradient, adjoint_method=adjoint_method,
         adjoint_rtol=None if adjoint_rtol is None else layout.tolerance(adjoint_rtol, "adjoint_rtol"),
         adjoint_atol=None if adjoint_atol is None else layout.tolerance(adjoint_atol, "adjoint_atol"),
-        adjoint_options=adjoint_options, layout=layout, n_params=len(params), func=f,
+        adjoint_options=adjoint_options, layout=layout, func=f,
     )
     hooks = (callbacks.forward_callbacks(func, layout, spec.forward.adaptive, True, spec.forward.method),
              callbacks.adjoint_callbacks(func, layout, spec.backward.adaptive) if gradient == "adjoint" else None)
@@ -423,7 +423,7 @@ def _odeint_python_method(f, func, layout, y, t, method, rtol, atol, options, gr
             adjoint_method=backward_method,
             adjoint_rtol=None if adjoint_rtol is None else layout.tolerance(adjoint_rtol, "adjoint_rtol"),
             adjoint_atol=None if adjoint_atol is None else layout.tolerance(adjoint_atol, "adjoint_atol"),
-            adjoint_options=adjoint_options, layout=layout, n_params=len(params), func=f,
+            adjoint_options=adjoint_options, layout=layout, func=f,
         )
     except ValueError as error:
         message = str(error)

@@ -338,7 +338,6 @@ def build_spec(
     adjoint_atol,
     adjoint_options: Optional[dict],
     layout=None,
-    n_params: int = 0,
     func=None,
 ):
     """The ``_C.SolveSpec`` of one ``odeint`` call, every argument checked (errors name
@@ -347,7 +346,7 @@ def build_spec(
     ``y0`` is the engine's buffer; ``layout`` (a :class:`neuralode.state.StateLayout`)
     says how the user's state lies in it: its pieces get the mixed norm, and a user's
     ``norm`` is called on the scaled error laid out like the user's state (torchdiffeq's
-    convention; the adjoint's on ``(t, *y, *adj_y, *adj_params)``, ``n_params`` of them).
+    convention; the adjoint's on ``(t, *y, *adj_y, *adj_params)``).
     ``func`` (``f(t, y)`` on the buffer) is what a fixed-step ``grid_constructor`` receives.
     """
     if gradient not in GRADIENT_MODES:
@@ -383,7 +382,7 @@ def build_spec(
         # The forward's first step and norm say nothing about the backward solve's.
         adjoint_options = {k: v for k, v in options.items() if k not in ("first_step", "norm")}
     if adjoint_method in ADAPTIVE_METHODS:
-        adjoint_norm = (lambda norm: layout.user_adjoint_norm(norm, n_params)) if layout is not None else None
+        adjoint_norm = layout.user_adjoint_norm if layout is not None else None
         backward, norm = _adaptive_plan(
             adjoint_method, rtol if adjoint_rtol is None else adjoint_rtol,
             atol if adjoint_atol is None else adjoint_atol, dict(adjoint_options), y0, t,

@@ -143,6 +143,12 @@ class StateLayout:
             out.append(piece)
         return tuple(out)
 
+    def pieces(self, buffer: Tensor) -> tuple:
+        """The user's tensors of a buffer as a tuple (of one for a single tensor): how
+        torchdiffeq lays a state into a tuple it hands on (adjoint norms, callbacks)."""
+        state = self.unpack(buffer)
+        return state if self.is_tuple else (state,)
+
     def unpack_trajectory(self, ys: Tensor) -> State:
         """``(T, *state)`` outputs from the engine's ``(T, *buffer)``."""
         if self.identity:
@@ -225,16 +231,11 @@ class StateLayout:
             return _as_number(norm(self.unpack(q)))
         return call
 
-    def user_adjoint_norm(self, norm: Callable, n_params: int) -> Callable:
+    def user_adjoint_norm(self, norm: Callable) -> Callable:
         """A user's adjoint norm, called as torchdiffeq calls it: on
         ``(t, *y, *adj_y, *adj_params)`` scaled errors (the time adjoint is kept outside
         the state here: its entry is 0)."""
         def call(scaled):
             q_z, q_a, *q_params = scaled
-            zero = q_z.new_zeros(())
-            y = self.unpack(q_z)
-            a = self.unpack(q_a)
-            y = y if self.is_tuple else (y,)
-            a = a if self.is_tuple else (a,)
-            return _as_number(norm((zero, *y, *a, *q_params)))
+            return _as_number(norm((q_z.new_zeros(()), *self.pieces(q_z), *self.pieces(q_a), *q_params)))
         return call
