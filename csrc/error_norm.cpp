@@ -29,11 +29,23 @@ double error_ratio(const StepPlan& plan, const std::vector<PartError>& parts) {
     for (const PartError& p : parts) scaled.push_back(p.scaled);
     return plan.norm(scaled);
   }
-  std::vector<at::Tensor> all;
-  for (const PartError& p : parts) all.insert(all.end(), p.mean_sq.begin(), p.mean_sq.end());
-  if (all.empty()) return 0.0;
+  std::vector<at::Tensor> sums;
+  std::vector<int64_t> counts;
+  for (const PartError& p : parts) {
+    sums.insert(sums.end(), p.sum_sq.begin(), p.sum_sq.end());
+    counts.insert(counts.end(), p.count.begin(), p.count.end());
+  }
+  if (sums.empty()) return 0.0;
+  if (sums.size() == 1) {
+    return std::sqrt(sums[0].item<double>() / static_cast<double>(std::max<int64_t>(counts[0], 1)));
+  }
   // One read to the host for the whole step (each .item() would synchronize a device).
-  const double worst = all.size() == 1 ? all[0].item<double>() : at::stack(all).max().item<double>();
+  const at::Tensor host = at::stack(sums).to(at::kDouble).cpu();
+  const double* v = host.data_ptr<double>();
+  double worst = 0.0;
+  for (size_t i = 0; i < sums.size(); ++i) {
+    worst = std::max(worst, v[i] / static_cast<double>(std::max<int64_t>(counts[i], 1)));
+  }
   return std::sqrt(worst);
 }
 

@@ -11,11 +11,18 @@
 
 namespace neuralode {
 
-// The error pieces of one finished part of a state: the mean of q^2 over each
-// segment (float64 0-d tensors), or, when the plan has a user's norm, q itself.
+// The error pieces of one finished part of a state: the sum of q^2 over each segment
+// (float64 0-d tensors) and its element count (the mean is taken on the host: no op per
+// step for it), or, when the plan has a user's norm, q itself.
 struct PartError {
-  std::vector<at::Tensor> mean_sq;
+  std::vector<at::Tensor> sum_sq;
+  std::vector<int64_t> count;
   at::Tensor scaled;
+
+  void add(at::Tensor sum, int64_t n) {
+    sum_sq.push_back(std::move(sum));
+    count.push_back(n);
+  }
 };
 
 // The error ratio of a step from its parts' errors: the user's norm of the scaled

@@ -147,7 +147,7 @@ std::pair<at::Tensor, PartError> StageLoop::finish(const Step& step, const Stage
   }
   if (plan.segments.size() <= 1) {
     auto [x1, sum_sq] = rk_solution_error(part.x, k, b, e, dt, plan.rtol, plan.atol);
-    error.mean_sq.push_back(sum_sq / static_cast<double>(std::max<int64_t>(part.x.numel(), 1)));
+    error.add(sum_sq, part.x.numel());
     return {x1, error};
   }
   // A flat tuple state: one kernel call per piece on views of the buffers (no copy
@@ -161,7 +161,7 @@ std::pair<at::Tensor, PartError> StageLoop::finish(const Step& step, const Stage
     auto [x1, sum_sq] = rk_solution_error(part.x.narrow(0, offset, n), k_piece, b, e, dt,
                                           piece_tol(plan.rtol), piece_tol(plan.atol));
     pieces.push_back(std::move(x1));
-    error.mean_sq.push_back(sum_sq / static_cast<double>(std::max<int64_t>(n, 1)));
+    error.add(sum_sq, n);
     offset += n;
   }
   return {at::cat(pieces), error};
