@@ -84,6 +84,25 @@ Dynamics make_dynamics(py::object func, std::vector<at::Tensor> params) {
   return Dynamics(std::move(fn), std::move(params));
 }
 
+// An event function g(t, y) -> Tensor from a Python callable (None: no event).
+std::optional<EventSpec> make_event(py::object fn, bool per_sample) {
+  if (fn.is_none()) return std::nullopt;
+  auto held = std::shared_ptr<py::object>(new py::object(std::move(fn)), [](py::object* o) {
+    py::gil_scoped_acquire gil;
+    delete o;
+  });
+  EventSpec spec;
+  spec.per_sample = per_sample;
+  spec.fn = [held](const at::Tensor& t, const at::Tensor& y) {
+    py::gil_scoped_acquire gil;
+    py::object out = (*held)(t, y);
+    TORCH_CHECK_TYPE(THPVariable_Check(out.ptr()), "event_fn must return a torch.Tensor, got ",
+                     std::string(py::str(py::type::of(out).attr("__name__"))));
+    return THPVariable_Unpack(out.ptr());
+  };
+  return spec;
+}
+
 // Step callbacks from a Python (step, accept, reject) triple of callables or None, each
 // called as fn(t0, [state parts], dt).
 StepCallbacks make_callbacks(const py::object& triple) {
@@ -223,26 +242,34 @@ PYBIND11_MODULE(_C, m) {
       torch::wrap_pybind_function([](const SolveSpec& spec, py::object func, const at::Tensor& y0,
                                      const at::Tensor& t, bool differentiable,
                                      std::vector<at::Tensor> params, bool check_params,
-                                     py::object callbacks) {
+                                     py::object callbacks, py::object event_fn, bool per_sample_event) {
         Dynamics f = make_dynamics(std::move(func), std::move(params));
         const StepCallbacks cb = make_callbacks(callbacks);
+        const std::optional<EventSpec> event = make_event(std::move(event_fn), per_sample_event);
         f.set_check_captured(check_params);
-        // A differentiable solve needs no tape (the checkpoint's second derivatives).
-        const bool record = spec.gradient == SolveSpec::Gradient::kCheckpoint && !differentiable;
+        // A differentiable solve needs no tape (the checkpoint's second derivatives); nor
+        // does an event per sample (its gradients re-solve to the event times).
+        const bool record = spec.gradient == SolveSpec::Gradient::kCheckpoint && !differentiable &&
+                            !(event && event->per_sample);
         Solution r;
         {
           py::gil_scoped_release no_gil;
-          r = solve(spec, f, y0, t, differentiable, record, &cb);
+          r = solve(spec, f, y0, t, differentiable, record, &cb, event ? &*event : nullptr);
         }
         py::object tape = r.tape ? py::cast(r.tape) : py::none();
-        return py::make_tuple(r.ys, stats_dict(r.stats), tape);
+        if (event) return py::tuple(py::make_tuple(r.ys, stats_dict(r.stats), tape, r.event_t));
+        return py::tuple(py::make_tuple(r.ys, stats_dict(r.stats), tape));
       }),
       py::arg("spec"), py::arg("func"), py::arg("y0"), py::arg("t"), py::arg("differentiable"),
       py::arg("params") = std::vector<at::Tensor>(), py::arg("check_params") = false,
-      py::arg("callbacks") = py::none(),
+      py::arg("callbacks") = py::none(), py::arg("event_fn") = py::none(),
+      py::arg("per_sample_event") = false,
       "Integrates func(t, z) from y0 through the times t; returns (z at each time, stats, tape "
       "(gradient 'checkpoint') or None). With check_params, f's first evaluation is searched "
-      "for tensors that require grad outside params: an error, their gradient would be lost.");
+      "for tensors that require grad outside params: an error, their gradient would be lost. "
+      "With event_fn(t, z): an event search from t[0] towards t[1] and on, until event_fn "
+      "changes sign (per sample with per_sample_event); returns (z at t[0] and at the event, "
+      "stats, tape or None, event time).");
 
   m.def(
       "check_captured",

@@ -34,14 +34,10 @@ DenseWeights dense_weights(const Tableau& tab, double th) {
   return w;
 }
 
-}  // namespace
-
-at::Tensor interpolate(const Tableau& tab, const std::vector<double>& thetas, double h,
-                       const at::Tensor& y0, const at::Tensor& y1,
-                       const std::vector<at::Tensor>& ks, const at::Tensor& f1) {
-  const int64_t n_terms = tab.stages + 3;
+// The weights of the terms [y0, y1, k_0 .. k_{s-1}, f1] at each theta, row-major (M x terms).
+std::vector<double> term_weights(const Tableau& tab, const std::vector<double>& thetas, double h) {
   std::vector<double> weights;
-  weights.reserve(thetas.size() * n_terms);
+  weights.reserve(thetas.size() * (tab.stages + 3));
   for (double theta : thetas) {
     const DenseWeights w = dense_weights(tab, theta);
     weights.push_back(1.0 - w.y1);
@@ -49,9 +45,25 @@ at::Tensor interpolate(const Tableau& tab, const std::vector<double>& thetas, do
     for (int j = 0; j < tab.stages; ++j) weights.push_back(h * w.k[j]);
     weights.push_back(h * w.f1);
   }
+  return weights;
+}
+
+std::vector<at::Tensor> dense_terms(const Tableau& tab, const at::Tensor& y0, const at::Tensor& y1,
+                                    const std::vector<at::Tensor>& ks, const at::Tensor& f1) {
   std::vector<at::Tensor> terms{y0, y1};
   terms.insert(terms.end(), ks.begin(), ks.begin() + tab.stages);
   terms.push_back(f1);
+  return terms;
+}
+
+}  // namespace
+
+at::Tensor interpolate(const Tableau& tab, const std::vector<double>& thetas, double h,
+                       const at::Tensor& y0, const at::Tensor& y1,
+                       const std::vector<at::Tensor>& ks, const at::Tensor& f1) {
+  const int64_t n_terms = tab.stages + 3;
+  std::vector<double> weights = term_weights(tab, thetas, h);
+  const std::vector<at::Tensor> terms = dense_terms(tab, y0, y1, ks, f1);
   const int64_t m = static_cast<int64_t>(thetas.size());
   // copy=true: the weights live in this function's vector, autograd keeps w.
   const at::Tensor w = at::from_blob(weights.data(), {m, n_terms}, at::kDouble)
@@ -60,6 +72,21 @@ at::Tensor interpolate(const Tableau& tab, const std::vector<double>& thetas, do
   std::vector<int64_t> shape{m};
   shape.insert(shape.end(), y0.sizes().begin(), y0.sizes().end());
   return w.matmul(at::stack(terms).reshape({n_terms, -1})).reshape(shape);
+}
+
+at::Tensor interpolate_rows(const Tableau& tab, const std::vector<double>& thetas, double h,
+                            const at::Tensor& y0, const at::Tensor& y1,
+                            const std::vector<at::Tensor>& ks, const at::Tensor& f1) {
+  const int64_t n_terms = tab.stages + 3, rows = static_cast<int64_t>(thetas.size());
+  TORCH_CHECK(y0.dim() >= 1 && y0.size(0) == rows, "internal: one theta per row of the state");
+  std::vector<double> weights = term_weights(tab, thetas, h);
+  // (rows, terms) -> (terms, rows, 1): each row's weights on that row of every term.
+  const at::Tensor w = at::from_blob(weights.data(), {rows, n_terms}, at::kDouble)
+                           .to(y0.options().requires_grad(false), /*non_blocking=*/false,
+                               /*copy=*/true)
+                           .t()
+                           .unsqueeze(-1);
+  return (w * at::stack(dense_terms(tab, y0, y1, ks, f1)).reshape({n_terms, rows, -1})).sum(0).reshape(y0.sizes());
 }
 
 at::Tensor interpolate_linear(const at::Tensor& z0, const at::Tensor& z1, const at::Tensor& theta) {

@@ -20,6 +20,12 @@ at::Tensor interpolate(const Tableau& tab, const std::vector<double>& thetas, do
                        const at::Tensor& y0, const at::Tensor& y1,
                        const std::vector<at::Tensor>& ks, const at::Tensor& f1);
 
+// The same interpolant with each row of the state at its own theta (thetas[b] for
+// row b): an event search with one event per sample. Not differentiated.
+at::Tensor interpolate_rows(const Tableau& tab, const std::vector<double>& thetas, double h,
+                            const at::Tensor& y0, const at::Tensor& y1,
+                            const std::vector<at::Tensor>& ks, const at::Tensor& f1);
+
 // z0 + theta (z1 - z0): the fixed-step methods' output inside a step (torchdiffeq's
 // fixed-grid interpolation); theta is 0-d or one value per row of z0.
 at::Tensor interpolate_linear(const at::Tensor& z0, const at::Tensor& z1, const at::Tensor& theta);

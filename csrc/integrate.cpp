@@ -23,7 +23,9 @@ void call(const StepCallbacks::Fn& fn, const Step& step, System& system) {
 
 void integrate(Planner& planner, System& system, Observer& observer, const StepCallbacks* callbacks) {
   observer.begin(system);
-  while (std::optional<Step> step = planner.next(system)) {
+  while (!observer.finished()) {
+    std::optional<Step> step = planner.next(system);
+    if (!step) break;
     if (callbacks && callbacks->step) call(callbacks->step, *step, system);
     const double ratio = system.attempt(*step);
     const bool accepted = planner.settle(*step, ratio);
@@ -33,6 +35,7 @@ void integrate(Planner& planner, System& system, Observer& observer, const StepC
     }
     if (!accepted) continue;
     observer.on_step(*step, system);
+    if (observer.finished()) break;  // an event inside this step ends the solve there
     system.commit(*step);
     if (step->end_obs >= 0) observer.on_stop(step->end_obs, system);
   }
@@ -41,11 +44,14 @@ void integrate(Planner& planner, System& system, Observer& observer, const StepC
 namespace {
 
 // The planner of one direction of a solve.
+// `open_ended`: a forward event search, which steps on past t[-1] until the observer
+// has found its event.
 std::unique_ptr<Planner> plan_steps(const StepPlan& plan, const at::Tensor& t,
                                     const std::optional<Clock>& clock, Dynamics& f,
                                     const at::TensorOptions& z_options, bool backwards,
-                                    bool time_graph) {
-  if (plan.adaptive()) return adaptive_planner(plan, *clock, f, backwards);
+                                    bool time_graph, bool open_ended = false) {
+  if (plan.adaptive()) return adaptive_planner(plan, *clock, f, backwards, open_ended);
+  if (open_ended) return open_grid_planner(plan, t, z_options, time_graph);
   return fixed_planner(plan, t, z_options, backwards, time_graph);
 }
 
@@ -74,7 +80,8 @@ void check_gradients_finite(const Gradients& g) {
 }  // namespace
 
 Solution solve(const SolveSpec& spec, Dynamics& f, const at::Tensor& y0, const at::Tensor& t,
-               bool differentiable, bool record, const StepCallbacks* callbacks) {
+               bool differentiable, bool record, const StepCallbacks* callbacks,
+               const EventSpec* event) {
   const SolveMeter meter(f);
   const StepPlan& plan = spec.forward;
   // A recorded solve whose gradient w.r.t. t is wanted places its steps from a leaf
@@ -91,17 +98,24 @@ Solution solve(const SolveSpec& spec, Dynamics& f, const at::Tensor& y0, const a
   }
   std::optional<Clock> clock;
   if (plan.adaptive()) clock.emplace(t_plan, y0.options(), time_graph);
-  std::unique_ptr<Planner> planner =
-      plan_steps(plan, t_plan, clock, f, y0.options(), /*backwards=*/false, time_graph);
+  if (event != nullptr) {
+    TORCH_CHECK_VALUE(t.dim() == 1, "an event search needs 1-D times [t0, t1]");
+    TORCH_CHECK_VALUE(plan.adaptive() || plan.grid == StepPlan::Grid::kUniform,
+                      "an event search with a fixed-step method needs options['step_size']");
+  }
+  std::unique_ptr<Planner> planner = plan_steps(plan, t_plan, clock, f, y0.options(), /*backwards=*/false,
+                                                time_graph, /*open_ended=*/event != nullptr);
   // The solve's own copy of y0: stage 0 hands the state to f, and the tape keeps it.
   ForwardSystem system(f, plan, y0.clone(), t.options().requires_grad(false), differentiable);
   OutputObserver observer(t_plan, clock ? &*clock : nullptr, tape.get(),
-                          plan.interp == StepPlan::Interp::kCubic);
+                          plan.interp == StepPlan::Interp::kCubic, event);
   integrate(*planner, system, observer, callbacks);
   at::Tensor ys = observer.outputs();
   // Adaptive steps check every step's error ratio; fixed steps, their outputs once.
   if (!plan.adaptive()) check_outputs_finite(ys, t);
-  return {ys, meter.finish(planner->accepted(), planner->rejected()), tape};
+  Solution out{ys, meter.finish(planner->accepted(), planner->rejected()), tape};
+  if (event != nullptr) out.event_t = observer.event_time();
+  return out;
 }
 
 Gradients adjoint_gradients(const SolveSpec& spec, Dynamics& f, const at::Tensor& t,

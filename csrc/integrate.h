@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "dynamics.h"
+#include "events.h"
 #include "observer.h"
 #include "planner.h"
 #include "spec.h"
@@ -37,17 +38,22 @@ void integrate(Planner& planner, System& system, Observer& observer,
                const StepCallbacks* callbacks = nullptr);
 
 struct Solution {
-  at::Tensor ys;  // (T, *y0.shape)
+  at::Tensor ys;  // (T, *y0.shape); with an event (2, *y0.shape): y0 and y at the event
   SolveStats stats;
   std::shared_ptr<Tape> tape;  // with `record`
+  at::Tensor event_t;          // with an event: its time (0-d, or (batch,) per sample)
 };
 
 // Integrates dz/dt = f(t, z) from y0 through the times t (1-D (T,) or per-sample
 // (T, batch, 1)) with spec.forward. With `differentiable` every op is recorded by
 // autograd (backprop through the solver); with `record` the accepted steps are kept
 // for the checkpoint replay (their times with a graph to t when t requires grad).
+// With `event` the solve is an event search from t[0] in the direction of t[1]: it
+// steps on (past t[1] too) until g(t, y) changes sign, and outputs y0 and y at the
+// event (events.h; per sample, each row at its own event, not differentiated).
 Solution solve(const SolveSpec& spec, Dynamics& f, const at::Tensor& y0, const at::Tensor& t,
-               bool differentiable, bool record, const StepCallbacks* callbacks = nullptr);
+               bool differentiable, bool record, const StepCallbacks* callbacks = nullptr,
+               const EventSpec* event = nullptr);
 
 struct Gradients {
   at::Tensor y0, t;  // t: undefined when not requested

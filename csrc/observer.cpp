@@ -5,9 +5,14 @@
 #include <ATen/TensorOperators.h>
 #include <ATen/ops/cat.h>
 #include <ATen/ops/stack.h>
+#include <ATen/ops/from_blob.h>
+#include <ATen/ops/scalar_tensor.h>
 #include <ATen/ops/zeros_like.h>
 #include <c10/core/GradMode.h>
 
+#include <algorithm>
+#include <cmath>
+#include <limits>
 #include <optional>
 
 #include "dense_output.h"
@@ -18,7 +23,124 @@ namespace neuralode {
 // ---------------------------------------------------------------- forward outputs
 
 void OutputObserver::begin(System& system) {
-  chunks_.push_back(static_cast<ForwardSystem&>(system).z().unsqueeze(0));
+  auto& fs = static_cast<ForwardSystem&>(system);
+  chunks_.push_back(fs.z().unsqueeze(0));
+  if (event_ == nullptr) return;
+  const at::Tensor z0 = fs.z().detach();
+  const double tau0 = clock_ != nullptr ? clock_->at(0) : t_[0].item<double>();
+  const int64_t rows = event_->per_sample ? z0.size(0) : 1;
+  at::Tensor g0;
+  {
+    c10::NoGradGuard no_grad;
+    g0 = event_->fn(time_tensor(std::vector<double>(rows, tau0), z0), z0);
+  }
+  search_ = std::make_unique<EventSearch>(*event_, g0, rows);
+  event_tau_.assign(rows, std::numeric_limits<double>::quiet_NaN());
+  for (int64_t r : search_->found_at_start()) event_tau_[r] = tau0;
+  if (event_->per_sample) {
+    event_rows_ = z0.clone();
+  } else if (search_->done()) {
+    chunks_.push_back(fs.z().unsqueeze(0));  // g(t0, y0) = 0: the event is at the start
+  }
+}
+
+at::Tensor OutputObserver::time_tensor(const std::vector<double>& taus, const at::Tensor& like) const {
+  const at::TensorOptions options = like.options().requires_grad(false);
+  if (!event_->per_sample) return at::scalar_tensor(taus.at(0), options);
+  std::vector<double> copy = taus;
+  return at::from_blob(copy.data(), {static_cast<int64_t>(copy.size())}, at::kDouble)
+      .to(options, /*non_blocking=*/false, /*copy=*/true);
+}
+
+at::Tensor OutputObserver::state_at(const Step& step, ForwardSystem& fs, const at::Tensor& f1,
+                                    const std::vector<double>& thetas, bool per_row) const {
+  const at::Tensor &z0 = fs.z(), &z1 = fs.z1();
+  if (fs.tableau().adaptive) {
+    if (per_row) return interpolate_rows(fs.tableau(), thetas, step.dtau, z0, z1, fs.stages(), f1);
+    return interpolate(fs.tableau(), {thetas.at(0)}, step.dtau, z0, z1, fs.stages(), f1)[0];
+  }
+  const at::Tensor theta = per_row ? time_tensor(thetas, z0) : at::scalar_tensor(thetas.at(0), z0.options());
+  return cubic_ ? interpolate_cubic(z0, z1, fs.stages()[0], f1, theta, step.dt)
+                : interpolate_linear(z0, z1, theta);
+}
+
+bool OutputObserver::locate_events(const Step& step, ForwardSystem& fs, TapeStep& rec) {
+  const at::Tensor z1 = fs.z1().detach();
+  const bool per_sample = event_->per_sample;
+  std::vector<int64_t> rows;
+  {
+    c10::NoGradGuard no_grad;
+    // g at the step's end (its own time, not a knot's nudged one), in the state's dtype.
+    at::Tensor t1 = step.host_times ? at::scalar_tensor(step.tau0 + step.dtau, z1.options())
+                                    : end_time(step, t_.options()).detach().to(z1.scalar_type());
+    if (per_sample) t1 = t1.expand({z1.size(0)});
+    rows = search_->crossed(event_->fn(t1, z1));
+  }
+  if (rows.empty()) {
+    search_->advance();
+    return false;
+  }
+  // The step on the host: where it starts and how long it is (fixed steps: one read).
+  const double tau0 = step.host_times ? step.tau0 : step.t0.item<double>();
+  const double span = step.host_times ? step.dtau : step.h.item<double>();
+  // f at the step's end (FSAL: its last stage) for the interpolant, with the solve's
+  // graph: the output at the event is differentiated through it.
+  const bool need_f1 = fs.tableau().adaptive || cubic_;
+  const at::Tensor f1 = need_f1 ? fs.f_end(step) : at::Tensor();
+  const Step probe_step = step;
+  auto probe = [&](const std::vector<double>& thetas) {
+    c10::NoGradGuard no_grad;
+    std::vector<double> taus(thetas.size());
+    for (size_t i = 0; i < thetas.size(); ++i) taus[i] = tau0 + thetas[i] * span;
+    const at::Tensor y = state_at(probe_step, fs, f1, thetas, per_sample);
+    return event_values(event_->fn(time_tensor(taus, y), y), search_->rows());
+  };
+  // The clock's round-off, relative to the step: no bracket can be finer.
+  const double eps = std::numeric_limits<double>::epsilon();
+  const double resolution = 2 * eps * std::max(std::abs(tau0), std::abs(tau0 + span)) / std::abs(span);
+  const std::vector<double> roots = search_->refine(rows, probe, resolution);
+  search_->advance();
+  if (per_sample) {
+    std::vector<double> thetas(search_->rows(), 1.0);
+    for (size_t i = 0; i < rows.size(); ++i) {
+      thetas[rows[i]] = roots[i];
+      event_tau_[rows[i]] = tau0 + roots[i] * span;
+    }
+    c10::NoGradGuard no_grad;
+    std::vector<int64_t> which(rows.begin(), rows.end());
+    const at::Tensor index = at::from_blob(which.data(), {static_cast<int64_t>(which.size())}, at::kLong)
+                                 .to(event_rows_.device(), /*non_blocking=*/false, /*copy=*/true);
+    event_rows_.index_copy_(0, index, state_at(step, fs, f1, thetas, true).index_select(0, index));
+    return false;
+  }
+  // One event: the second output, inside this step as an observation there would be.
+  const double theta = roots[0];
+  event_tau_[0] = tau0 + theta * span;
+  if (fs.tableau().adaptive) {
+    rec.thetas.push_back(theta);
+    chunks_.push_back(interpolate(fs.tableau(), rec.thetas, step.dtau, fs.z(), fs.z1(), fs.stages(), f1));
+    return true;
+  }
+  at::Tensor th;
+  {
+    std::optional<c10::AutoGradMode> graph;
+    if (tape_ != nullptr && tape_->time_graph) graph.emplace(true);
+    th = (at::scalar_tensor(event_tau_[0], t_.options().requires_grad(false)) - step.t0) / step.h;
+  }
+  const at::Tensor y = cubic_ ? interpolate_cubic(fs.z(), fs.z1(), fs.stages()[0], f1, th, step.dt)
+                              : interpolate_linear(fs.z(), fs.z1(), th);
+  chunks_.push_back(y.unsqueeze(0));
+  rec.lin_thetas.push_back(std::move(th));
+  return true;
+}
+
+at::Tensor OutputObserver::event_time() const {
+  TORCH_CHECK(search_ != nullptr, "internal: no event search in this solve");
+  std::vector<double> taus = event_tau_;
+  const at::TensorOptions options = t_.options().requires_grad(false);
+  if (!event_->per_sample) return at::scalar_tensor(taus.at(0), options);
+  return at::from_blob(taus.data(), {static_cast<int64_t>(taus.size())}, at::kDouble)
+      .to(options, /*non_blocking=*/false, /*copy=*/true);
 }
 
 void OutputObserver::on_step(const Step& step, System& system) {
@@ -50,8 +172,10 @@ void OutputObserver::on_step(const Step& step, System& system) {
       }
     }
   }
+  const bool event_inside = search_ != nullptr && !search_->done() && locate_events(step, fs, rec);
   if (tape_ != nullptr) {
     rec.step = step;
+    if (event_inside) rec.step.inner = {1};  // the event is output 1
     rec.z0 = z0;
     tape_->steps.push_back(std::move(rec));
   }
@@ -61,7 +185,10 @@ void OutputObserver::on_stop(int64_t, System& system) {
   chunks_.push_back(static_cast<ForwardSystem&>(system).z().unsqueeze(0));
 }
 
-at::Tensor OutputObserver::outputs() const { return at::cat(chunks_); }
+at::Tensor OutputObserver::outputs() const {
+  if (event_ != nullptr && event_->per_sample) return at::cat({chunks_.at(0), event_rows_.unsqueeze(0)});
+  return at::cat(chunks_);
+}
 
 // ---------------------------------------------------------------- adjoint jumps
 

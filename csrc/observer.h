@@ -6,9 +6,11 @@
 #include <ATen/core/Tensor.h>
 
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #include "dynamics.h"
+#include "events.h"
 #include "finite.h"
 #include "planner.h"
 #include "step.h"
@@ -26,27 +28,50 @@ class Observer {
   virtual void on_step(const Step&, System&) {}
   // After the system moved to the end of a step that ends on observation `obs`.
   virtual void on_stop(int64_t, System&) {}
+  // Whether the solve ends here, before its last observation (an event was found).
+  virtual bool finished() const { return false; }
 };
 
 // The forward's outputs y(t_i), in order; with a tape, every accepted step too.
+// With an event, the outputs are y0 and y at the event, and the solve ends there: one
+// event (the second output, served like an observation inside its step: recorded on
+// the tape, differentiable), or one per sample (each row at its own event; not
+// differentiated: the gradients re-solve to those times).
 class OutputObserver : public Observer {
  public:
   // `t`: the times the planner placed steps from; `clock`: the adaptive planner's;
   // `cubic`: fixed steps interpolate cubic Hermite (else linearly).
-  OutputObserver(const at::Tensor& t, const Clock* clock, Tape* tape, bool cubic)
-      : t_(t), clock_(clock), tape_(tape), cubic_(cubic) {}
+  OutputObserver(const at::Tensor& t, const Clock* clock, Tape* tape, bool cubic,
+                 const EventSpec* event = nullptr)
+      : t_(t), clock_(clock), tape_(tape), cubic_(cubic), event_(event) {}
 
   void begin(System& system) override;
   void on_step(const Step& step, System& system) override;
   void on_stop(int64_t obs, System& system) override;
+  bool finished() const override { return search_ && search_->done(); }
   // (T, *y0.shape)
   at::Tensor outputs() const;
+  // With an event: its time (0-d, or (batch,) per sample) in t's dtype.
+  at::Tensor event_time() const;
 
  private:
+  // Where the event lies in an accepted step whose end changed g's sign, and its outputs.
+  // Returns whether the one event (not per sample) was found inside it.
+  bool locate_events(const Step& step, ForwardSystem& fs, TapeStep& rec);
+  // Rows of the state at one theta each inside `step` (no autograd).
+  at::Tensor state_at(const Step& step, ForwardSystem& fs, const at::Tensor& f1,
+                      const std::vector<double>& thetas, bool per_row) const;
+  // The time f receives at host time tau for each of `n` rows (0-d when n is 0).
+  at::Tensor time_tensor(const std::vector<double>& taus, const at::Tensor& like) const;
+
   const at::Tensor& t_;
   const Clock* clock_;
   Tape* tape_;
   bool cubic_;
+  const EventSpec* event_;
+  std::unique_ptr<EventSearch> search_;
+  std::vector<double> event_tau_;  // per row, host
+  at::Tensor event_rows_;          // per sample: the state at each row's event
   std::vector<at::Tensor> chunks_;
 };
 

@@ -243,6 +243,53 @@ class FixedPlanner : public Planner {
   at::Tensor tk_, t1_, dt_;
 };
 
+// An event search's grid: t0 + k * step on and on, in the direction of t[-1].
+class OpenGridPlanner : public Planner {
+ public:
+  OpenGridPlanner(const StepPlan& plan, const at::Tensor& t, const at::TensorOptions& z_options,
+                  bool time_graph)
+      : step_(plan.step), max_steps_(plan.max_num_steps), time_graph_(time_graph), perturb_(plan.perturb) {
+    std::optional<c10::AutoGradMode> graph;
+    if (time_graph_) graph.emplace(true);
+    start_ = t[0];
+    const double direction = t.size(0) < 2 || (t[t.size(0) - 1] - t[0]).item<double>() >= 0 ? 1.0 : -1.0;
+    h_ = at::scalar_tensor(direction * plan.step, t.options().requires_grad(false));
+    dt_ = h_.to(z_options.dtype().toScalarType());
+  }
+
+  std::optional<Step> next(System&) override {
+    TORCH_CHECK_VALUE(k_ < max_steps_, "no event within max_num_steps=", max_steps_, " steps of step_size=",
+                      num(step_), ": event_fn(t, y) kept its initial sign up to t=",
+                      num(t1_.defined() ? t1_.item<double>() : start_.item<double>()),
+                      "; check that the event can happen from y0, or raise options['max_num_steps']");
+    std::optional<c10::AutoGradMode> graph;
+    if (time_graph_) graph.emplace(true);
+    Step step;
+    step.tau0 = step.dtau = step.tau_first = step.tau_last = kNaN;
+    step.t0 = k_ == 0 ? start_ : t1_;
+    // From the start, not accumulated: the k-th grid point carries one rounding.
+    t1_ = start_ + h_ * static_cast<double>(k_ + 1);
+    step.h = h_;
+    step.dt = dt_;
+    step.t1 = t1_;
+    step.perturb = perturb_;
+    return step;
+  }
+
+  bool settle(Step&, double) override {
+    ++accepted_;
+    ++k_;
+    return true;
+  }
+
+ private:
+  double step_;
+  int64_t max_steps_;
+  bool time_graph_, perturb_;
+  int64_t k_ = 0;
+  at::Tensor start_, h_, dt_, t1_;
+};
+
 // ---------------------------------------------------------------- adaptive control
 
 // The next step size from the RMS error ratio of the last try (torchdiffeq's rule
@@ -292,8 +339,8 @@ bool reaches(double tau, double stop, double h_abs) { return std::abs(stop - tau
 //   after a jump_t knot, stage 0 is evaluated anew at nextafter(knot, onwards).
 class AdaptivePlanner : public Planner {
  public:
-  AdaptivePlanner(const StepPlan& plan, const Clock& clock, Dynamics& f, bool backwards)
-      : plan_(plan), clock_(clock), f_(f), backwards_(backwards),
+  AdaptivePlanner(const StepPlan& plan, const Clock& clock, Dynamics& f, bool backwards, bool open_ended)
+      : plan_(plan), clock_(clock), f_(f), backwards_(backwards), open_ended_(open_ended),
         controller_(plan, plan.tableau->order) {
     const int64_t T = clock.size();
     tau_ = clock.at(backwards ? T - 1 : 0);
@@ -301,7 +348,9 @@ class AdaptivePlanner : public Planner {
     const double span = clock.at(T - 1) - clock.at(0);
     direction_ = (span >= 0 ? 1.0 : -1.0) * (backwards ? -1.0 : 1.0);
     span_ = std::abs(span);
-    if (backwards) {
+    if (open_ended) {
+      // An event search: no observation to serve; the observer ends the solve.
+    } else if (backwards) {
       for (int64_t j = T - 2; j >= 0; --j) stops_.push_back({clock.at(j), j});
     } else {
       // Per-sample times stop at every observation (d changes there); 1-D times serve
@@ -317,7 +366,7 @@ class AdaptivePlanner : public Planner {
   }
 
   std::optional<Step> next(System& system) override {
-    if (stop_i_ == stops_.size() && dense_i_ == dense_.size()) return std::nullopt;
+    if (!open_ended_ && stop_i_ == stops_.size() && dense_i_ == dense_.size()) return std::nullopt;
     check_budget();
     if (std::isnan(h_abs_)) h_abs_ = plan_.first_step > 0 ? plan_.first_step : first_step(system);
     const double h = std::min(std::max(h_abs_, plan_.min_step), plan_.max_step);
@@ -340,6 +389,8 @@ class AdaptivePlanner : public Planner {
     on_knot_ = hits && is_knot;
     end_ = hits ? boundary : tau_ + direction_ * h_try_;
     at_min_ = h <= plan_.min_step || h_try_ <= plan_.min_step;
+    TORCH_CHECK_VALUE(std::isfinite(end_), "no event: event_fn(t, y) kept its initial sign until the time ",
+                      "overflowed (last t=", num(tau_), "); check that the event can happen from y0");
     check_underflow();
 
     Step step;
@@ -413,6 +464,10 @@ class AdaptivePlanner : public Planner {
   // torchdiffeq counts the steps (accepted and rejected) it takes towards each output
   // time; so do we, between one observation served and the next.
   void check_budget() const {
+    TORCH_CHECK_VALUE(!open_ended_ || tries_ < plan_.max_num_steps, "no event within max_num_steps=",
+                      plan_.max_num_steps, " steps: event_fn(t, y) kept its initial sign up to ",
+                      clock_.where(tau_), "; check that the event can happen from y0, or raise "
+                      "options['max_num_steps']");
     TORCH_CHECK_VALUE(tries_ < plan_.max_num_steps, "max_num_steps=", plan_.max_num_steps,
                       " exceeded at ", clock_.where(tau_), " (dt=", num(h_try_), "): that many steps ",
                       "were tried since the last observation time; raise options['max_num_steps'] or "
@@ -464,7 +519,7 @@ class AdaptivePlanner : public Planner {
   const StepPlan& plan_;
   const Clock& clock_;
   Dynamics& f_;
-  bool backwards_;
+  bool backwards_, open_ended_;
   Controller controller_;
   double direction_ = 1.0, tau_ = 0.0, h_abs_ = kNaN;
   double span_ = 0.0;  // |t[-1] - t[0]| on the clock: the scale of its resolution near 0
@@ -573,8 +628,13 @@ std::unique_ptr<Planner> fixed_planner(const StepPlan& plan, const at::Tensor& t
 }
 
 std::unique_ptr<Planner> adaptive_planner(const StepPlan& plan, const Clock& clock, Dynamics& f,
-                                          bool backwards) {
-  return std::make_unique<AdaptivePlanner>(plan, clock, f, backwards);
+                                          bool backwards, bool open_ended) {
+  return std::make_unique<AdaptivePlanner>(plan, clock, f, backwards, open_ended);
+}
+
+std::unique_ptr<Planner> open_grid_planner(const StepPlan& plan, const at::Tensor& t,
+                                           const at::TensorOptions& z_options, bool time_graph) {
+  return std::make_unique<OpenGridPlanner>(plan, t, z_options, time_graph);
 }
 
 std::unique_ptr<Planner> replay_planner(const Tape& tape) {

@@ -89,8 +89,16 @@ std::unique_ptr<Planner> fixed_planner(const StepPlan& plan, const at::Tensor& t
 // An adaptive plan on `clock`. Forwards, observations between steps are served by
 // dense output (1-D times) or are stops (per-sample times); backwards, every
 // observation is a stop (the adjoint's jumps).
+// `open_ended` (forwards, 1-D times): no observation ends the solve; it steps on past
+// t[-1] until the integration loop's observer is finished (an event search), at most
+// plan.max_num_steps tries.
 std::unique_ptr<Planner> adaptive_planner(const StepPlan& plan, const Clock& clock, Dynamics& f,
-                                          bool backwards);
+                                          bool backwards, bool open_ended = false);
+
+// An event search's fixed steps: t[0] + k * step (plan.step, torchdiffeq's step_size) in
+// the direction of t[-1], on past it, at most plan.max_num_steps.
+std::unique_ptr<Planner> open_grid_planner(const StepPlan& plan, const at::Tensor& t,
+                                           const at::TensorOptions& z_options, bool time_graph);
 
 // The recorded steps of `tape`, last first; each ends on the observation where
 // the recorded step started.

@@ -10,12 +10,14 @@ from .module import NeuralODE
 from .odeint import ADAPTIVE_METHODS, FIXED_STEP_METHODS, GRADIENT_MODES, METHODS, odeint, odeint_adjoint
 from .odef import ODEF
 from .dense import odeint_dense
+from .events import odeint_event
 from .stats import SolverStats
 
 __all__ = [
     "odeint",
     "odeint_adjoint",
     "odeint_dense",
+    "odeint_event",
     "NeuralODE",
     "ODEF",
     "SolverStats",

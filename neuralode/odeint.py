@@ -34,7 +34,7 @@ import torch
 from torch import Tensor, nn
 
 from . import _C
-from . import callbacks, python_methods
+from . import callbacks, events, python_methods
 from . import _ops  # noqa: F401  (the fused ops' fake kernels, for torch.compile)
 from .odef import ODEF
 from .state import StateLayout
@@ -151,8 +151,16 @@ class _Solve(torch.autograd.Function):
     checkpoint tape), which returns dL/dy0, dL/dt and dL/dparams."""
 
     @staticmethod
-    def forward(ctx, f, spec, stats, check_params, modules, run, hooks, y0, t, *param_tensors):
-        if run is None:
+    def forward(ctx, f, spec, stats, check_params, modules, run, hooks, event, y0, t, *param_tensors):
+        ctx.event, ctx.event_at_start = event, False
+        if event is not None:
+            # An event search (neuralode.events): outputs y0 and y at the event; the
+            # backward solves from the event time (fixed there) back to t[0].
+            ys, raw, tape, event.time = _C.solve(spec, f, y0, t, False, list(param_tensors), check_params,
+                                                 hooks[0], event_fn=event.fn)
+            ctx.event_at_start = raw["accepted"] == 0
+            ctx.t_event = torch.stack([t[0].detach(), event.time])
+        elif run is None:
             ys, raw, tape = _C.solve(spec, f, y0, t, False, list(param_tensors), check_params, hooks[0])
         else:  # a method outside the engine (neuralode.python_methods): its forward, our adjoint
             ys, raw = run(f, y0, t)
@@ -170,8 +178,11 @@ class _Solve(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_ys):
-        need_t = ctx.needs_input_grad[8]
+        need_t = ctx.needs_input_grad[9]
         t, ys_or_y0, *params = ctx.saved_tensors
+        if ctx.event_at_start:  # g(t0, y0) = 0: both outputs are y0 itself
+            return (None,) * 8 + (grad_ys[0] + grad_ys[1], torch.zeros_like(t) if need_t else None,
+                                  *[torch.zeros_like(p) for p in params])
         # The backward evaluates f again: it must not move module state (BatchNorm's
         # running statistics) that the forward's evaluations already moved.
         buffers = [b for m in ctx.modules for b in m.buffers()]
@@ -181,16 +192,21 @@ class _Solve(torch.autograd.Function):
         if ctx.tape is not None and create_graph:
             grad_y0, grad_t, grad_params, raw = _checkpoint_second_order(ctx, ys_or_y0, t, params, grad_ys, need_t)
         else:
+            # The adjoint of an event search solves from the event time; the time gradient
+            # goes to t[0] only (t[1] gave the direction).
+            adjoint_t = ctx.t_event if ctx.event is not None and ctx.tape is None else t
             grad_y0, grad_t, grad_params, raw = _C.gradient(
-                ctx.spec, ctx.f, params, t, None if ctx.tape is not None else ys_or_y0, grad_ys, ctx.tape,
+                ctx.spec, ctx.f, params, adjoint_t, None if ctx.tape is not None else ys_or_y0, grad_ys, ctx.tape,
                 need_t, create_graph, ctx.adjoint_callbacks,
             )
+            if grad_t is not None and adjoint_t is not t:
+                grad_t = torch.cat([grad_t[:1], torch.zeros_like(t[1:])])
         with torch.no_grad():
             for b, k in zip(buffers, kept):
                 b.copy_(k)
         if ctx.stats is not None:
             ctx.stats.add_backward(raw)
-        return (None, None, None, None, None, None, None, grad_y0, grad_t if need_t else None, *grad_params)
+        return (None,) * 8 + (grad_y0, grad_t if need_t else None, *grad_params)
 
 
 def _checkpoint_second_order(ctx, y0, t, params, grad_ys, need_t):
@@ -198,7 +214,8 @@ def _checkpoint_second_order(ctx, y0, t, params, grad_ys, need_t):
     discrete solve again, recorded by autograd, and its exact gradient through that record
     (what backprop gives; memory O(steps x activations of f) for this call only)."""
     with torch.enable_grad():
-        ys, raw, _ = _C.solve(ctx.spec, ctx.f, y0, t, True)
+        event_fn = ctx.event.fn if ctx.event is not None else None
+        ys, raw = _C.solve(ctx.spec, ctx.f, y0, t, True, event_fn=event_fn)[:2]
         inputs = [y0] + ([t] if need_t else []) + list(params)
         wanted = [x for x in inputs if x.requires_grad]
         found = iter(torch.autograd.grad(ys, wanted, grad_ys, create_graph=True, allow_unused=True) if wanted else ())
@@ -265,6 +282,8 @@ def odeint(
     adjoint_atol: Union[float, Tensor, None] = None,
     adjoint_options: Optional[dict] = None,
     stats: Optional[SolverStats] = None,
+    event_fn: Optional[Callable] = None,
+    event_per_sample: bool = False,
 ) -> Tensor:
     """Solve ``dy/dt = func(t, y)``, ``y(t[0]) = y0``; return ``y`` at every time in ``t``.
 
@@ -339,11 +358,25 @@ def odeint(
             ``adjoint_options={"norm": "seminorm"}`` leaves the parameter adjoint out of the
             error norm (Kidger et al. 2021), ``"full"`` (default) keeps it in.
         stats: a :class:`neuralode.SolverStats` whose counters this solve adds to.
+        event_fn: ``event_fn(t, y)``, torchdiffeq's event handling: ``t`` must be
+            ``[t0, t1]`` (t1 gives only the direction); the solve stops at the first sign
+            change of ``event_fn`` (several values: of any of them), located inside its step
+            on the step's interpolant and refined to round-off, and returns
+            ``(event_t, solution)`` with ``solution = [y0, y(event_t)]``. ``event_t`` carries
+            no gradient here (``y(event_t)`` does, at that fixed time): see
+            :func:`neuralode.odeint_event` for gradients through the event time. Fixed-step
+            methods need ``options["step_size"]``; without ``max_num_steps`` the search takes
+            at most :data:`neuralode.events.EVENT_MAX_NUM_STEPS` steps.
+        event_per_sample: neuralode's own: ``event_fn`` returns one value per sample
+            (shape ``(batch,)``, and receives ``t`` as a ``(batch,)`` tensor of each row's
+            time); each sample stops at its own event: ``event_t`` has shape ``(batch,)``.
+            See :mod:`neuralode.events`.
 
     Returns:
-        ``y`` of shape ``(T, *y0.shape)`` (a tuple of such for a tuple y0). Every mode supports second derivatives
-        (``create_graph=True``); README's "Guarantees and limits" lists what each promises
-        and every error.
+        ``y`` of shape ``(T, *y0.shape)`` (a tuple of such for a tuple y0); with ``event_fn``,
+        ``(event_t, y)`` with ``y`` of shape ``(2, *y0.shape)``. Every mode supports second
+        derivatives (``create_graph=True``; not through an event search); README's
+        "Guarantees and limits" lists what each promises and every error.
     """
     if gradient not in GRADIENT_MODES:
         raise ValueError(f"gradient must be one of {', '.join(map(repr, GRADIENT_MODES))}, got {gradient!r}")
@@ -357,6 +390,10 @@ def odeint(
     if gradient == "backprop" and adjoint_params is not None:
         raise ValueError("adjoint_params needs gradient='adjoint' or 'checkpoint'")
     params = _adjoint_params(func, adjoint_params, adjoint_options) if gradient != "backprop" else ()
+    if event_fn is not None:
+        options = events.search_options(method, options, t, event_per_sample, layout)
+    elif event_per_sample:
+        raise ValueError("event_per_sample=True needs an event_fn")
     if method in python_methods.PYTHON_METHODS:
         return _odeint_python_method(
             f, func, layout, y, t, method, layout.tolerance(rtol, "rtol"), layout.tolerance(atol, "atol"),
@@ -372,6 +409,12 @@ def odeint(
     )
     hooks = (callbacks.forward_callbacks(func, layout, spec.forward.adaptive, True, spec.forward.method),
              callbacks.adjoint_callbacks(func, layout, spec.backward.adaptive) if gradient == "adjoint" else None)
+    if event_fn is not None:
+        search = events.EventSearch(func, f, layout, spec, hooks, event_fn, event_per_sample, gradient, params,
+                                    adjoint_params is None and torch.is_grad_enabled(), _modules_of(func), stats)
+        return search.run(y, t, dict(method=method, rtol=rtol, atol=atol, options=options, adjoint_params=adjoint_params,
+                                     adjoint_method=adjoint_method, adjoint_rtol=adjoint_rtol,
+                                     adjoint_atol=adjoint_atol, adjoint_options=adjoint_options))
     if gradient == "backprop":
         def solve(y_start, times):
             ys, raw, _ = _C.solve(spec, f, y_start, times, torch.is_grad_enabled(), callbacks=hooks[0])
@@ -385,7 +428,7 @@ def odeint(
         modules = _modules_of(func)
 
         def solve(y_start, times):
-            return _Solve.apply(f, spec, stats, check, modules, None, hooks, y_start, times, *params)
+            return _Solve.apply(f, spec, stats, check, modules, None, hooks, None, y_start, times, *params)
     # Adaptive steps on a 1-D (host) clock carry no graph to t: outside the adjoint, which
     # has its own time terms, dL/dt comes from the ODE (_time_gradient_by_shift).
     if (t.requires_grad and torch.is_grad_enabled() and t.dim() == 1 and spec.forward.adaptive
@@ -438,7 +481,7 @@ def _odeint_python_method(f, func, layout, y, t, method, rtol, atol, options, gr
         # be lost), as the engine's own forward does on its first evaluation.
         _C.check_captured(f, t[0].detach(), y.detach(), list(params))
     hooks = (None, callbacks.adjoint_callbacks(func, layout, spec.backward.adaptive))
-    ys = _Solve.apply(f, spec, stats, False, _modules_of(func), run, hooks, y, t, *params)
+    ys = _Solve.apply(f, spec, stats, False, _modules_of(func), run, hooks, None, y, t, *params)
     return layout.unpack_trajectory(ys)
 
 
@@ -457,6 +500,8 @@ def odeint_adjoint(
     adjoint_options: Optional[dict] = None,
     adjoint_params: Optional[Sequence[Tensor]] = None,
     stats: Optional[SolverStats] = None,
+    event_fn: Optional[Callable] = None,
+    event_per_sample: bool = False,
 ) -> Tensor:
     """``odeint(..., gradient="adjoint")`` with torchdiffeq's keyword names.
 
@@ -481,4 +526,6 @@ def odeint_adjoint(
         adjoint_atol=adjoint_atol,
         adjoint_options=adjoint_options,
         stats=stats,
+        event_fn=event_fn,
+        event_per_sample=event_per_sample,
     )
