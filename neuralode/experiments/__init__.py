@@ -13,12 +13,14 @@ returns the summary (the JSON's content).
 
 from __future__ import annotations
 
-#: name -> module of neuralode.experiments, in the order of the paper.
+#: name -> module of neuralode.experiments, in the order of the paper; then the event
+#: handling example (torchdiffeq's bouncing ball).
 EXPERIMENTS = {
     "spiral-linear": "spiral_linear",
     "spiral-nonlinear": "spiral_nonlinear",
     "mnist": "mnist",
     "latent-ode": "latent_ode",
+    "bouncing-ball": "bouncing_ball",
 }
 
 __all__ = ["EXPERIMENTS"]
