@@ -7,11 +7,8 @@ import math
 import pytest
 import torch
 
-import neuralode
 from neuralode.experiments import bouncing_ball as bb
 from json_checks import finite_numbers
-
-needs_events = pytest.mark.skipif(not hasattr(neuralode, "odeint_event"), reason="needs neuralode.odeint_event")
 
 
 def closed_form_height(t: float, g: float, e: float, h0: float, taus) -> float:
@@ -24,7 +21,6 @@ def closed_form_height(t: float, g: float, e: float, h0: float, taus) -> float:
     return e ** k * math.sqrt(2 * g * h0) * s - 0.5 * g * s * s
 
 
-@needs_events
 def test_data_matches_the_closed_form():
     data = bb.make_data(bounces=5, points=40)
     taus = bb.closed_form_bounce_times(bb.TRUE_G, bb.TRUE_E, bb.H0, 5)
@@ -37,7 +33,6 @@ def test_data_matches_the_closed_form():
     assert data["heights"].tolist() == pytest.approx(expected, abs=1e-6)
 
 
-@needs_events
 def test_bounce_time_gradients_match_the_closed_form():
     # tau_n = sqrt(2 h0 / g) (1 + 2 sum_{k=1}^{n-1} e^k): d tau_n / d log g = -tau_n / 2 and
     # d tau_n / d logit e = e (1 - e) sqrt(2 h0 / g) 2 sum_{k=1}^{n-1} k e^(k-1).
@@ -54,7 +49,6 @@ def test_bounce_time_gradients_match_the_closed_form():
         assert (0.0 if d_logit_e is None else d_logit_e.item()) == pytest.approx(expected_e, rel=1e-5, abs=1e-7)
 
 
-@needs_events
 def test_bouncing_ball_smoke(tmp_path):
     summary = bb.main(["--iters", "3", "--bounces", "3", "--points", "12", "--out", str(tmp_path), "--no-progress"])
     assert (tmp_path / "bouncing_ball.png").stat().st_size > 0
@@ -66,7 +60,6 @@ def test_bouncing_ball_smoke(tmp_path):
     assert summary["relative_error"]["g"] < start_error
 
 
-@needs_events
 def test_quick_recovers_gravity_and_restitution(tmp_path):
     summary = bb.main(["--quick", "--out", str(tmp_path), "--no-progress"])
     assert summary["start"] == {"g": 7.0, "e": 0.6}

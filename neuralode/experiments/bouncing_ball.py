@@ -51,8 +51,8 @@ START_G, START_E = 7.0, 0.6
 #: LIFT / speed per flight: 1.4e-7 s by the fifth bounce here, far below what the fit resolves.
 LIFT = 1e-7
 #: The solver of training and plots, and the tighter one that simulates the data. dopri5
-#: is exact on the parabolas of free fall; the tolerance bounds the bounce times' error
-#: (torchdiffeq brackets the root to within atol).
+#: is exact on the parabolas of free fall, and the event search refines each bounce to
+#: round-off on the step's interpolant; the tolerances bound the rest of the error.
 SOLVER = {"method": "dopri5", "rtol": 1e-8, "atol": 1e-8}
 DATA_SOLVER = {"method": "dopri5", "rtol": 1e-10, "atol": 1e-10}
 #: Loss evaluations the line search of one L-BFGS iteration may take.
