@@ -315,8 +315,10 @@ void ReplaySystem::jump(const at::Tensor& grad_z) { a_ = a_ + grad_z; }
 
 at::Tensor ReplaySystem::grad_t() const {
   if (time_tensors_.empty()) return at::zeros_like(tape_.t);
+  // The step times' small graph to t is kept: a backward with retain_graph (gradcheck
+  // calls two) replays the same tape again.
   std::vector<at::Tensor> g = torch::autograd::grad(time_tensors_, {tape_.t}, time_grads_,
-                                                    /*retain_graph=*/false,
+                                                    /*retain_graph=*/true,
                                                     /*create_graph=*/false,
                                                     /*allow_unused=*/true);
   return g[0].defined() ? g[0] : at::zeros_like(tape_.t);

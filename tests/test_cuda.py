@@ -100,3 +100,22 @@ def test_adaptive_solve_cuda_matches_cpu(method, gradient):
     # differ at round-off, so compare at the solve's tolerance, not bit for bit.
     for cpu, cuda in zip(results["cpu"][0], results["cuda"][0]):
         torch.testing.assert_close(cuda.cpu(), cpu, rtol=1e-6, atol=1e-8)
+
+
+@pytest.mark.parametrize("per_sample", [False, True])
+@pytest.mark.parametrize("gradient", ["backprop", "adjoint", "checkpoint"])
+def test_events_cuda_match_cpu(gradient, per_sample):
+    """The event search (g read to the host once per step) and its gradients, CUDA against CPU."""
+    results = {}
+    for device in ("cpu", "cuda"):
+        y0 = torch.tensor([[3.0, 0.5], [2.0, -1.0]], dtype=torch.float64, device=device, requires_grad=True)
+        y0_ = y0 if per_sample else y0[0]
+        f = lambda t, y: torch.stack([y[..., 1], -torch.sin(y[..., 0]) - 9.81 * torch.ones_like(y[..., 1])], -1)  # noqa: E731
+        event_t, sol = neuralode.odeint_event(f, y0_, torch.tensor(0.0, dtype=torch.float64, device=device),
+                                              event_fn=lambda t, y: y[..., 0], event_per_sample=per_sample,
+                                              rtol=1e-9, atol=1e-9, gradient=gradient,
+                                              adjoint_params=() if gradient != "backprop" else None)
+        (grad,) = torch.autograd.grad(event_t.sum() + sol[-1].sum(), [y0])
+        results[device] = (event_t.detach(), sol.detach(), grad)
+    for cpu, cuda in zip(results["cpu"], results["cuda"]):
+        torch.testing.assert_close(cuda.cpu(), cpu, rtol=1e-9, atol=1e-10)

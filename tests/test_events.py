@@ -99,12 +99,14 @@ GRADCHECK = [("dopri5", {}), ("tsit5", {}), ("rk4", {"step_size": 0.005, "interp
 
 
 @pytest.mark.parametrize("reverse_time", [False, True])
-@pytest.mark.parametrize("interface", ["odeint", "odeint_adjoint"])
+@pytest.mark.parametrize("interface", ["odeint", "odeint_adjoint", "checkpoint"])
 @pytest.mark.parametrize("method,options", GRADCHECK)
 def test_gradcheck_event_time_and_state(method, options, interface, reverse_time):
     """d(event_t, y(event_t)) / d(y0, t0, parameters of func, parameter of event_fn) against
-    finite differences of the whole search (float64)."""
-    solver = odeint if interface == "odeint" else odeint_adjoint
+    finite differences of the whole search (float64): backprop (odeint), the adjoint and the
+    checkpoint."""
+    solver = {"odeint": odeint, "odeint_adjoint": odeint_adjoint,
+              "checkpoint": lambda *a, **k: odeint(*a, gradient="checkpoint", **k)}[interface]
     y0 = torch.tensor([1.0, 0.0], dtype=torch.float64, requires_grad=True)
     t0 = torch.tensor(0.1, dtype=torch.float64, requires_grad=True)
     params = torch.tensor([2.0, 0.3], dtype=torch.float64, requires_grad=True)
@@ -112,7 +114,7 @@ def test_gradcheck_event_time_and_state(method, options, interface, reverse_time
 
     def run(y0_, t0_, params_, level_):
         f = pendulum(params_)
-        kwargs = dict(adjoint_params=(params_,)) if interface == "odeint_adjoint" else {}
+        kwargs = dict(adjoint_params=(params_,)) if interface != "odeint" else {}
         event_t, sol = odeint_event(f, y0_, t0_, event_fn=lambda t, y: y[0] - level_, reverse_time=reverse_time,
                                     odeint_interface=solver, method=method, options=options, rtol=1e-11,
                                     atol=1e-11, **kwargs)

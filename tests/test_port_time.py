@@ -359,3 +359,16 @@ def test_stats_count_the_time_gradient_evaluations():
     t = torch.tensor([0.0, 0.5, 1.0], dtype=F64, requires_grad=True)
     odeint(f, torch.ones(2, dtype=F64), t, stats=stats)
     assert stats.nfe_forward == len(calls)
+
+
+@pytest.mark.parametrize("options", [{"step_size": 0.1}, {"max_step": 0.1}])
+def test_checkpoint_time_gradient_survives_a_second_backward(options):
+    """gradcheck runs two backwards (retain_graph): the fixed-step checkpoint's replay must
+    not free the step times' graph to t in the first (it did: 'backward through the graph
+    a second time')."""
+    y0 = torch.tensor([1.0, 0.5], dtype=F64, requires_grad=True)
+    t = torch.tensor([0.0, 0.73, 1.31], dtype=F64, requires_grad=True)  # observations off the grid
+    f = lambda t_, y: torch.stack([y[1], -torch.sin(y[0])])  # noqa: E731
+    assert torch.autograd.gradcheck(
+        lambda y0_, t_: neuralode.odeint(f, y0_, t_, method="rk4", options=options, gradient="checkpoint",
+                                         adjoint_params=()), (y0, t))
