@@ -279,6 +279,9 @@ def odeint_event(func, y0, t0, *, event_fn: Callable, reverse_time: bool = False
     state = tuple(s[-1] for s in solution) if is_tuple else solution[-1]
     event_t, state = through_event_time(func, event_fn, event_t, state, t0=t0, y0=y0,
                                         per_sample=kwargs.get("event_per_sample", False))
+    stats = kwargs.get("stats")
+    if stats is not None and torch.is_grad_enabled():
+        stats.nfe_forward += 1  # f at the event, for the event time's derivative
     if is_tuple:
         return event_t, tuple(torch.cat([s[:-1], e[None]]) for s, e in zip(solution, state))
     return event_t, torch.cat([solution[:-1], state[None]])

@@ -375,7 +375,7 @@ def odeint(
     Returns:
         ``y`` of shape ``(T, *y0.shape)`` (a tuple of such for a tuple y0); with ``event_fn``,
         ``(event_t, y)`` with ``y`` of shape ``(2, *y0.shape)``. Every mode supports second
-        derivatives (``create_graph=True``; not through an event search); README's
+        derivatives (``create_graph=True``; with an event, at the found event time); README's
         "Guarantees and limits" lists what each promises and every error.
     """
     if gradient not in GRADIENT_MODES:
