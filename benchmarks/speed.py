@@ -37,11 +37,22 @@ Problems (their sizes are fixed; ``--quick`` only cuts the repeats):
   evaluation, the noise ``e ~ N(0, 1)`` drawn once for the batch), loss the negative
   log-likelihood under a standard normal base, ``-mean(log N(z(1)) - logp(1))``. torchode
   solves one tensor, not a tuple: not available here.
+* ``event`` (dopri5, rtol 1e-5, atol 1e-6): a solve that stops at an event, through
+  ``odeint_event`` (gradients through the event time by the implicit function theorem).
+  One two-dimensional state (not a batch: torchdiffeq's events are for the whole
+  state) starting at the origin, dynamics an MLP 2-64-64-2 with ELU (time-independent,
+  P1's), event function ``g(t, y) = |y - y0|^2 - 4`` (the state leaves the disc of
+  radius 2 around its start: about t = 9, after 10 steps), loss
+  ``event_t + sum(y(event_t))``. torchode has no events and the reference no adaptive
+  solver: not available here.
 
 Candidates: ``neuralode adjoint`` (``neuralode.odeint_adjoint``), ``neuralode
 backprop`` and ``neuralode checkpoint`` (``neuralode.odeint(..., gradient=...)``),
 ``torchdiffeq adjoint`` (``torchdiffeq.odeint_adjoint``), ``torchdiffeq backprop``
-(``torchdiffeq.odeint``), ``torchode AutoDiffAdjoint`` (``Dopri5`` with
+(``torchdiffeq.odeint``); for the event problem ``neuralode.odeint_event(...,
+gradient=mode)`` and ``torchdiffeq.odeint_event(..., odeint_interface=torchdiffeq.odeint``
+or ``torchdiffeq.odeint_adjoint)``, the adjoint and checkpoint candidates with
+``adjoint_params``), ``torchode AutoDiffAdjoint`` (``Dopri5`` with
 ``IntegralController``, or ``Euler`` with ``FixedStepController``; autograd through
 the solver; per-sample step sizes), and ``reference adjoint``
 (``neuralode.reference.NeuralODE``, the paper tutorial's Euler + adjoint in plain
@@ -50,14 +61,16 @@ not apply or raises is reported as "not available: <reason>" and the others stil
 
 Run::
 
-    python -m benchmarks.speed [--problem P1|P2|MNIST|spiral|CNF|all] [--repeats N] [--quick]
+    python -m benchmarks.speed [--problem P1|P2|MNIST|spiral|CNF|event|all] [--repeats N] [--quick]
                                [--device cpu|cuda] [--out DIR]
 
 It prints a markdown table per problem and writes ``DIR/speed_<problem>_<device>.json``
 (default ``DIR``: ``benchmarks/results``) with every time, NFE, step count, the
 library statistics, and a correctness cross-check (each candidate's loss, and the
 largest difference of the first parameter's gradient to torchdiffeq's backprop,
-relative to the largest entry of the latter).
+relative to the largest entry of the latter; the event problem also each candidate's
+event time, its difference to torchdiffeq's backprop, and the evaluations of the event
+function in each pass).
 """
 
 from __future__ import annotations
@@ -101,9 +114,14 @@ TINY_PROBLEM = "P1-tiny"
 TINY_FIXED_PROBLEM = "spiral-tiny"
 #: A small CNF for smoke tests: batch 64, MLP 3-16-16-2.
 TINY_CNF_PROBLEM = "CNF-tiny"
+#: A small event problem for smoke tests: MLP 2-16-16-2 (the event about t = 6.3, 7 steps).
+TINY_EVENT_PROBLEM = "event-tiny"
 TINY_REPEATS = 1
 #: Every problem, in the order ``--problem all`` runs them.
-PROBLEMS = ("P1", "P2", "MNIST", "spiral", "CNF")
+PROBLEMS = ("P1", "P2", "MNIST", "spiral", "CNF", "event")
+#: The event problem's radius: the event is where the state leaves the disc of this
+#: radius around its start.
+EVENT_RADIUS = 2.0
 
 #: The candidate every gradient and loss is compared with.
 REFERENCE = "torchdiffeq backprop"
@@ -202,6 +220,33 @@ def _cnf_nll(ys) -> Tensor:
     return -(log_normal - logp1).mean()
 
 
+class CountedEvent:
+    """The event problem's event function ``g(t, y) = |y - centre|^2 - radius^2``, negative
+    inside the disc around ``centre`` and positive outside, counting its evaluations
+    (``calls``). Both libraries evaluate it after every accepted step, then in a root
+    search on the interpolant of the step where its sign changed (torchdiffeq: bisection
+    to ``atol`` in time; neuralode: Illinois' regula falsi to the clock's round-off), and
+    again for the gradient through the event time: work that the NFE columns (evaluations
+    of f) do not show."""
+
+    def __init__(self, centre: Tensor, radius: float):
+        self.centre = centre
+        self.radius = radius
+        self.calls = 0
+
+    def __call__(self, t: Tensor, y: Tensor) -> Tensor:
+        """``g(t, y)``: one value for the whole state (``y`` of shape ``(2,)``)."""
+        self.calls += 1
+        return (y - self.centre).pow(2).sum(-1) - self.radius**2
+
+
+def _event_loss(out) -> Tensor:
+    """The event problem's loss from ``odeint_event``'s ``(event_t, [y0, y(event_t)])``:
+    ``event_t + sum(y(event_t))``, so that the gradient goes through the event time too."""
+    event_t, ys = out
+    return event_t.reshape(()) + ys[-1].sum()
+
+
 def _spiral_dynamics(libs):
     """The paper's ``TestODEF`` with the tutorial's A, B, x0 (float64)."""
     A = torch.tensor([[-0.1, -1.0], [1.0, -0.1]], dtype=torch.float64)
@@ -251,13 +296,16 @@ class Problem:
     name: str
     func: Counted
     y0: Union[Tensor, Tuple[Tensor, ...]]  # (batch, *state), or a tuple of such (torchdiffeq's tupled state)
-    t: Tensor  # (T,)
-    loss: Callable  # ys (T, batch, *state), or a tuple of such -> scalar
+    t: Tensor  # (T,); with ``event_fn``: [t0]
+    loss: Callable  # ys (T, batch, *state), or a tuple of such -> scalar; with ``event_fn``: (event_t, ys) -> scalar
     description: dict
     #: ``ADAPTIVE`` or ``FIXED``.
     solver: dict = dataclasses.field(default_factory=lambda: dict(ADAPTIVE))
     #: The adjoint and checkpoint candidates pass ``adjoint_params=tuple(func.parameters())``.
     explicit_adjoint_params: bool = False
+    #: An event problem: the candidates solve with their library's ``odeint_event`` from
+    #: ``t[0]`` until this function changes sign.
+    event_fn: Optional[CountedEvent] = None
 
     @property
     def fixed_step(self) -> bool:
@@ -409,6 +457,30 @@ def build_problem(name: str, device: str, libs) -> Problem:
         }
         return Problem(name, func.to(device), y0, t.to(device), _cnf_nll, desc)
 
+    if name in ("event", TINY_EVENT_PROBLEM):
+        # TINY_EVENT_PROBLEM: the event problem shrunk for smoke tests (MLP 2-16-16-2).
+        hidden = 64 if name == "event" else 16
+        torch.manual_seed(1)
+        func = CountedMLP(hidden=hidden)
+        # One state, not a batch: torchdiffeq's event is one sign change of the whole state.
+        y0 = torch.zeros(2, dtype=DTYPE, device=device)
+        event_fn = CountedEvent(y0.clone(), EVENT_RADIUS)
+        desc = {
+            "name": name,
+            "summary": f"one 2-D state from the origin, MLP 2-{hidden}-{hidden}-2 ELU dynamics, until it leaves "
+            f"the disc of radius {EVENT_RADIUS:g} (odeint_event), loss event_t + sum(y(event_t))",
+            "state": "one tensor of shape (2,), no batch dimension",
+            "state_dim": 2,
+            "t0": 0.0,
+            "y0": "(0, 0)",
+            "model": f"MLP 2-{hidden}-{hidden}-2 with ELU, time-independent, torch.manual_seed(1) init",
+            "event_fn": f"g(t, y) = |y - y0|^2 - {EVENT_RADIUS ** 2:g}, one value (the whole state)",
+            "loss": "event_t + sum(y(event_t)), differentiated through event_t (implicit function theorem)",
+        }
+        t = torch.tensor([0.0], dtype=DTYPE)
+        return Problem(name, func.to(device), y0, t.to(device), _event_loss, desc,
+                       explicit_adjoint_params=True, event_fn=event_fn)
+
     raise ValueError(f"unknown problem {name!r}")
 
 
@@ -422,6 +494,7 @@ Solve = Callable[[Optional[dict]], Tensor]
 def make_candidates(problem: Problem, libs) -> Dict[str, object]:
     """name -> solve function, or "not available: ..." (a string)."""
     func, y0, t, loss = problem.func, problem.y0, problem.t, problem.loss
+    event_fn = problem.event_fn
     out: Dict[str, object] = {}
     nlo_kwargs = solver_kwargs(problem.solver, "max_step")
     tdq_kwargs = solver_kwargs(problem.solver, "step_size")
@@ -438,6 +511,11 @@ def make_candidates(problem: Problem, libs) -> Dict[str, object]:
             kwargs = {}
             if collect is not None and collect.get("use_stats", False):
                 kwargs["stats"] = collect["neuralode_stats"] = nlo.SolverStats()
+            if event_fn is not None:
+                extra = params_kwargs if mode != "backprop" else {}
+                solved = nlo.odeint_event(func, y0, t[0], event_fn=event_fn, gradient=mode, **nlo_kwargs, **extra,
+                                          **kwargs)
+                return _event_solved(solved, collect, loss)
             if mode == "adjoint":
                 ys = nlo.odeint_adjoint(func, y0, t, **nlo_kwargs, **params_kwargs, **kwargs)
             elif mode == "checkpoint":
@@ -455,6 +533,9 @@ def make_candidates(problem: Problem, libs) -> Dict[str, object]:
             continue
 
         def solve(collect, fn=getattr(tdq, fn_name), extra=params_kwargs if fn_name == "odeint_adjoint" else {}):
+            if event_fn is not None:
+                solved = tdq.odeint_event(func, y0, t[0], event_fn=event_fn, odeint_interface=fn, **tdq_kwargs, **extra)
+                return _event_solved(solved, collect, loss)
             return loss(fn(func, y0, t, **tdq_kwargs, **extra))
 
         out[name] = solve
@@ -463,6 +544,8 @@ def make_candidates(problem: Problem, libs) -> Dict[str, object]:
     name = "torchode AutoDiffAdjoint"
     if isinstance(tode, str):
         out[name] = tode
+    elif event_fn is not None:
+        out[name] = "not available: torchode has no events"
     elif isinstance(y0, tuple):
         out[name] = "not available: torchode solves one tensor state, not a tuple"
     else:
@@ -492,7 +575,9 @@ def make_candidates(problem: Problem, libs) -> Dict[str, object]:
         out[name] = solve
 
     name = "reference adjoint"
-    if not problem.fixed_step:
+    if event_fn is not None:
+        out[name] = "not available: the reference has no events (and runs fixed-step Euler only)"
+    elif not problem.fixed_step:
         out[name] = "not available: the reference implements fixed-step Euler only"
     elif isinstance(nlo, str) or not isinstance(func, CountedODEF) or problem.solver["method"] != "euler":
         out[name] = nlo if isinstance(nlo, str) else "not available: needs Euler and paper-convention dynamics"
@@ -507,6 +592,14 @@ def make_candidates(problem: Problem, libs) -> Dict[str, object]:
 
         out[name] = solve
     return out
+
+
+def _event_solved(out, collect: Optional[dict], loss: Callable) -> Tensor:
+    """The loss of an ``odeint_event`` result ``(event_t, ys)``; while profiled (``collect``
+    given) also records the event time."""
+    if collect is not None:
+        collect["event_t"] = float(out[0].detach())
+    return loss(out)
 
 
 def _plain(x):
@@ -552,9 +645,13 @@ def _profile_once(name: str, solve: Solve, problem: Problem, libs) -> dict:
         else:
             library_stats = "not available: neuralode has no SolverStats"
 
+    event_fn = problem.event_fn
+
     def forward(collect):
         func.zero_grad(set_to_none=True)
         func.reset_counters()
+        if event_fn is not None:
+            event_fn.calls = 0
         return solve(collect)
 
     try:
@@ -567,6 +664,7 @@ def _profile_once(name: str, solve: Solve, problem: Problem, libs) -> dict:
         loss = forward(collect)
     nfe_forward = func.nfe
     steps_forward = dict(func.steps)
+    event_calls_forward = event_fn.calls if event_fn is not None else None
     loss.backward()
     nfe_backward = func.nfe - nfe_forward
     steps_all = dict(func.steps)
@@ -578,6 +676,9 @@ def _profile_once(name: str, solve: Solve, problem: Problem, libs) -> dict:
         "steps_forward": None,
         "steps_backward": None,
     }
+    if event_fn is not None:
+        result["event_t"] = collect.get("event_t")
+        result["event_fn_evals"] = {"forward": event_calls_forward, "backward": event_fn.calls - event_calls_forward}
     if name.startswith("torchdiffeq"):
         result["steps_forward"] = {"accepted": steps_forward["accepted"], "rejected": steps_forward["rejected"]}
         if name.endswith("adjoint"):
@@ -682,6 +783,8 @@ def run_problem(problem_name: str, repeats: int, device: str, out_dir: str, libs
                 r["grad_max_rel_diff"] = None
             else:
                 r["grad_max_rel_diff"] = float((g - g_ref).abs().max() / g_ref.abs().max())
+            if problem.event_fn is not None:
+                r["event_t_abs_diff"] = abs(r["event_t"] - ref["event_t"])
     for r in results.values():
         r.pop("_grad", None)
 
@@ -724,6 +827,7 @@ def run_problem(problem_name: str, repeats: int, device: str, out_dir: str, libs
             ),
             "grad_max_rel_diff": "max |g - g_ref| / max |g_ref|",
             "loss_rel_diff": "|loss - loss_ref| / |loss_ref|",
+            **({"event_t_abs_diff": "|event_t - event_t_ref|"} if problem.event_fn is not None else {}),
         },
         "machine": machine_info(device),
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -735,6 +839,30 @@ def run_problem(problem_name: str, repeats: int, device: str, out_dir: str, libs
         json.dump(result, fh, indent=2)
     print_table(result, os.path.relpath(path))
     return result
+
+
+def _event_lines(result: dict) -> List[str]:
+    """Markdown lines of an event problem's second table (each candidate's event time, its
+    difference to the cross-check's reference, the event function's evaluations in the
+    forward / backward pass), after an empty line; none for the other problems."""
+    candidates = result["candidates"]
+    if not any(r.get("event_t") is not None for r in candidates.values()):
+        return []
+    ref = result.get("cross_check", {}).get("reference")
+    lines = [
+        "",
+        f"| candidate | event_t | event_t diff. to {ref} | event_fn evaluations fwd / bwd |",
+        "| --- | ---: | ---: | ---: |",
+    ]
+    for name, r in candidates.items():
+        if not r.get("available") or r.get("event_t") is None:
+            continue
+        diff, evals = r.get("event_t_abs_diff"), r["event_fn_evals"]
+        lines.append(
+            f"| {name} | {r['event_t']:.7f} | {'-' if diff is None else f'{diff:.1e}'} | "
+            f"{evals['forward']} / {evals['backward']} |"
+        )
+    return lines
 
 
 def print_table(result: dict, path: str) -> None:
@@ -759,6 +887,8 @@ def print_table(result: dict, path: str) -> None:
             f"| {name} | {ms} | {r['nfe_forward']} / {r['nfe_backward']} | {_steps_text(r)} | "
             f"{r['loss']:.6g} | {'-' if gd is None else f'{gd:.1e}'} |"
         )
+    for line in _event_lines(result):
+        print(line)
     print("\n| speed ratio (peer / neuralode, > 1: neuralode faster) | value |")
     print("| --- | ---: |")
     for label, v in result["ratios_peer_over_neuralode"].items():
@@ -784,8 +914,9 @@ def run(
     """The suite interface of ``python -m benchmarks``: the same measurement as the CLI.
 
     Every problem of ``PROBLEMS`` with ``DEFAULT_REPEATS`` repeats (``quick``: ``QUICK_REPEATS``;
-    ``tiny``: only ``TINY_PROBLEM``, ``TINY_FIXED_PROBLEM`` and ``TINY_CNF_PROBLEM``, a
-    small P1, a small spiral and a small CNF, ``TINY_REPEATS`` repeat, for smoke tests). Writes
+    ``tiny``: only ``TINY_PROBLEM``, ``TINY_FIXED_PROBLEM``, ``TINY_CNF_PROBLEM`` and
+    ``TINY_EVENT_PROBLEM``, a small P1, a small spiral, a small CNF and a small event
+    problem, ``TINY_REPEATS`` repeat, for smoke tests). Writes
     ``speed_<problem>_<device>.json`` per problem to ``out_dir`` and returns
     ``{"suite": "speed", "machine", "date", "command", "problems": {name: result}}``.
     """
@@ -794,7 +925,7 @@ def run(
     if repeats is None:
         repeats = TINY_REPEATS if tiny else QUICK_REPEATS if quick else DEFAULT_REPEATS
     if problems is None:
-        problems = (TINY_PROBLEM, TINY_FIXED_PROBLEM, TINY_CNF_PROBLEM) if tiny else PROBLEMS
+        problems = (TINY_PROBLEM, TINY_FIXED_PROBLEM, TINY_CNF_PROBLEM, TINY_EVENT_PROBLEM) if tiny else PROBLEMS
     problems = tuple(problems)
     if tiny:
         command = f"python -c 'from benchmarks import speed; speed.run(tiny=True, device=\"{device}\")'"
@@ -844,6 +975,7 @@ def _problem_markdown(result: dict) -> str:
             f"| {name} | {ms} | {r['nfe_forward']} / {r['nfe_backward']} | {_steps_text(r)} | "
             f"{r['loss']:.6g} | {'-' if gd is None else f'{gd:.1e}'} |"
         )
+    lines += _event_lines(result)
     lines += ["", "| speed ratio (peer / neuralode, > 1: neuralode faster) | value |", "| --- | ---: |"]
     for label, v in result["ratios_peer_over_neuralode"].items():
         lines.append(f"| {label} | {fmt_ratio(v)} |")

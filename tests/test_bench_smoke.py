@@ -55,7 +55,7 @@ def speed_results(results_dir):
     speed.run(tiny=True, out_dir=str(results_dir))
     return {
         name: _load(results_dir / f"speed_{name}_cpu.json")
-        for name in (speed.TINY_PROBLEM, speed.TINY_FIXED_PROBLEM, speed.TINY_CNF_PROBLEM)
+        for name in (speed.TINY_PROBLEM, speed.TINY_FIXED_PROBLEM, speed.TINY_CNF_PROBLEM, speed.TINY_EVENT_PROBLEM)
     }
 
 
@@ -189,6 +189,44 @@ def test_speed_tiny_cnf(speed_results):
     else:
         assert r["ratios_peer_over_neuralode"][label].startswith("not available")
     assert "CNF-tiny" in speed.markdown(r)
+
+
+def test_speed_tiny_event(speed_results):
+    """The event problem (odeint_event, loss through the event time): every neuralode mode
+    and both torchdiffeq interfaces run and find the event after several steps, torchode and
+    the reference say why they cannot, and all candidates agree on the event time, the
+    loss and the first weight's gradient."""
+    r = speed_results[speed.TINY_EVENT_PROBLEM]
+    _has_interface_fields(r, "speed")
+    assert r["problem"]["name"] == speed.TINY_EVENT_PROBLEM and r["solver"]["method"] == "dopri5"
+    c = r["candidates"]
+    for name in ("neuralode adjoint", "neuralode backprop", "neuralode checkpoint"):
+        assert c[name]["available"], c[name].get("error")
+        assert _finite(c[name]["median_seconds"]) and c[name]["median_seconds"] > 0, name
+        assert c[name]["nfe_forward"] > 0 and _finite(c[name]["loss"]), name
+        # The event comes after several steps, not at the first one.
+        assert c[name]["steps_forward"]["accepted"] >= 3, name
+        assert _finite(c[name]["event_t"]) and c[name]["event_t"] > 0, name
+        assert c[name]["event_fn_evals"]["forward"] > 0, name
+    for name in ("neuralode adjoint", "neuralode checkpoint"):
+        assert c[name]["nfe_backward"] > 0, name
+    torchode_reason = ("torchode has no events" if importlib.util.find_spec("torchode")
+                       else "No module named 'torchode'")
+    assert not c["torchode AutoDiffAdjoint"]["available"]
+    assert torchode_reason in c["torchode AutoDiffAdjoint"]["error"]
+    assert "no events" in c["reference adjoint"]["error"]
+    if c["torchdiffeq backprop"]["available"]:
+        for label in ("torchdiffeq odeint_adjoint / neuralode adjoint", "torchdiffeq odeint / neuralode backprop",
+                      "torchdiffeq odeint / neuralode checkpoint"):
+            assert _finite(r["ratios_peer_over_neuralode"][label]), label
+        # float32, rtol 1e-5: the same event, loss and gradient to the tolerance's level.
+        for name, cand in c.items():
+            if cand["available"]:
+                assert cand["event_t_abs_diff"] < 1e-3, name
+                assert cand["loss_rel_diff"] < 1e-4, name
+                assert cand["grad_max_rel_diff"] < 1e-2, name
+    text = speed.markdown(r)
+    assert "event-tiny" in text and "| event_t |" in text
 
 
 def test_memory_tiny(memory_result):
