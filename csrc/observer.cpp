@@ -95,8 +95,10 @@ bool OutputObserver::locate_events(const Step& step, ForwardSystem& fs, TapeStep
     const at::Tensor y = state_at(probe_step, fs, f1, thetas, per_sample);
     return event_values(event_->fn(time_tensor(taus, y), y), search_->rows());
   };
-  // The clock's round-off, relative to the step: no bracket can be finer.
-  const double eps = std::numeric_limits<double>::epsilon();
+  // The round-off of the times event_fn sees (the state's dtype: a float32 model sees
+  // float32 times), relative to the step: no bracket can be finer.
+  const double eps = z1.scalar_type() == at::kDouble ? std::numeric_limits<double>::epsilon()
+                                                     : std::numeric_limits<float>::epsilon();
   const double resolution = 2 * eps * std::max(std::abs(tau0), std::abs(tau0 + span)) / std::abs(span);
   const std::vector<double> roots = search_->refine(rows, probe, resolution);
   search_->advance();
