@@ -165,7 +165,8 @@ PYBIND11_MODULE(_C, m) {
                        int64_t max_num_steps, std::vector<double> step_t,
                        std::vector<double> jump_t, std::optional<py::object> grid_constructor,
                        const std::string& interp, bool perturb, bool atol_has_zero,
-                       std::vector<int64_t> segments, py::object norm, bool norm_first_step) {
+                       std::vector<int64_t> segments, py::object norm, bool norm_first_step,
+                       bool per_sample) {
              StepPlan p;
              const Tableau* tab = find_tableau(method);
              TORCH_CHECK_VALUE(tab != nullptr, "unknown method '", method, "'");
@@ -203,6 +204,8 @@ PYBIND11_MODULE(_C, m) {
              p.segments = std::move(segments);
              if (!norm.is_none()) p.norm = make_norm(std::move(norm));
              p.norm_first_step = norm_first_step;
+             TORCH_CHECK_VALUE(!per_sample || tab->adaptive, "per-sample steps need an adaptive method");
+             p.per_sample = per_sample;
              return p;
            }),
            py::kw_only(), py::arg("method"), py::arg("grid"), py::arg("step"), py::arg("rtol"),
@@ -211,7 +214,7 @@ PYBIND11_MODULE(_C, m) {
            py::arg("min_step"), py::arg("max_step"), py::arg("max_num_steps"), py::arg("step_t"),
            py::arg("jump_t"), py::arg("grid_constructor"), py::arg("interp"), py::arg("perturb"),
            py::arg("atol_has_zero") = false, py::arg("segments") = std::vector<int64_t>(),
-           py::arg("norm") = py::none(), py::arg("norm_first_step") = true)
+           py::arg("norm") = py::none(), py::arg("norm_first_step") = true, py::arg("per_sample") = false)
       .def_property_readonly("method", [](const StepPlan& p) { return std::string(p.tableau->name); })
       .def_property_readonly("adaptive", &StepPlan::adaptive)
       .def_readonly("step", &StepPlan::step)
@@ -219,6 +222,7 @@ PYBIND11_MODULE(_C, m) {
       .def_readonly("step_t", &StepPlan::step_t)
       .def_readonly("jump_t", &StepPlan::jump_t)
       .def_readonly("perturb", &StepPlan::perturb)
+      .def_readonly("per_sample", &StepPlan::per_sample)
       .def_property_readonly("interp", [](const StepPlan& p) {
         return p.interp == StepPlan::Interp::kCubic ? "cubic" : "linear";
       });

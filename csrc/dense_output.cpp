@@ -74,12 +74,18 @@ at::Tensor interpolate(const Tableau& tab, const std::vector<double>& thetas, do
   return w.matmul(at::stack(terms).reshape({n_terms, -1})).reshape(shape);
 }
 
-at::Tensor interpolate_rows(const Tableau& tab, const std::vector<double>& thetas, double h,
+at::Tensor interpolate_rows(const Tableau& tab, const std::vector<double>& thetas, const std::vector<double>& hs,
                             const at::Tensor& y0, const at::Tensor& y1,
                             const std::vector<at::Tensor>& ks, const at::Tensor& f1) {
   const int64_t n_terms = tab.stages + 3, rows = static_cast<int64_t>(thetas.size());
-  TORCH_CHECK(y0.dim() >= 1 && y0.size(0) == rows, "internal: one theta per row of the state");
-  std::vector<double> weights = term_weights(tab, thetas, h);
+  TORCH_CHECK(y0.dim() >= 1 && y0.size(0) == rows && hs.size() == thetas.size(),
+              "internal: one theta and one step size per row of the state");
+  std::vector<double> weights;
+  weights.reserve(rows * n_terms);
+  for (int64_t r = 0; r < rows; ++r) {
+    const std::vector<double> w = term_weights(tab, {thetas[r]}, hs[r]);
+    weights.insert(weights.end(), w.begin(), w.end());
+  }
   // (rows, terms) -> (terms, rows, 1): each row's weights on that row of every term.
   const at::Tensor w = at::from_blob(weights.data(), {rows, n_terms}, at::kDouble)
                            .to(y0.options().requires_grad(false), /*non_blocking=*/false,

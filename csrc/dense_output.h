@@ -20,9 +20,9 @@ at::Tensor interpolate(const Tableau& tab, const std::vector<double>& thetas, do
                        const at::Tensor& y0, const at::Tensor& y1,
                        const std::vector<at::Tensor>& ks, const at::Tensor& f1);
 
-// The same interpolant with each row of the state at its own theta (thetas[b] for
-// row b): an event search with one event per sample. Not differentiated.
-at::Tensor interpolate_rows(const Tableau& tab, const std::vector<double>& thetas, double h,
+// The same interpolant with each row of the state at its own theta and step size
+// (thetas[b], hs[b] for row b): per-sample steps, and events per sample.
+at::Tensor interpolate_rows(const Tableau& tab, const std::vector<double>& thetas, const std::vector<double>& hs,
                             const at::Tensor& y0, const at::Tensor& y1,
                             const std::vector<at::Tensor>& ks, const at::Tensor& f1);
 

@@ -56,7 +56,10 @@ at::Tensor OutputObserver::state_at(const Step& step, ForwardSystem& fs, const a
                                     const std::vector<double>& thetas, bool per_row) const {
   const at::Tensor &z0 = fs.z(), &z1 = fs.z1();
   if (fs.tableau().adaptive) {
-    if (per_row) return interpolate_rows(fs.tableau(), thetas, step.dtau, z0, z1, fs.stages(), f1);
+    if (per_row) {
+      return interpolate_rows(fs.tableau(), thetas, std::vector<double>(thetas.size(), step.dtau), z0, z1,
+                              fs.stages(), f1);
+    }
     return interpolate(fs.tableau(), {thetas.at(0)}, step.dtau, z0, z1, fs.stages(), f1)[0];
   }
   const at::Tensor theta = per_row ? time_tensor(thetas, z0) : at::scalar_tensor(thetas.at(0), z0.options());
@@ -145,8 +148,39 @@ at::Tensor OutputObserver::event_time() const {
       .to(options, /*non_blocking=*/false, /*copy=*/true);
 }
 
+void OutputObserver::on_sample_step(const Step& step, ForwardSystem& fs) {
+  if (step.sample_obs.empty()) return;
+  const int64_t B = fs.z().size(0);
+  // A row may serve several observations in one step: round r takes each row's r-th.
+  std::vector<std::vector<const SampleObs*>> per_row(B);
+  size_t rounds = 0;
+  for (const SampleObs& o : step.sample_obs) {
+    per_row[o.row].push_back(&o);
+    rounds = std::max(rounds, per_row[o.row].size());
+  }
+  const at::Tensor f1 = fs.f_end(step);
+  for (size_t r = 0; r < rounds; ++r) {
+    std::vector<double> thetas(B, 1.0);
+    std::vector<int64_t> rows;
+    for (int64_t b = 0; b < B; ++b) {
+      if (per_row[b].size() <= r) continue;
+      thetas[b] = per_row[b][r]->theta;
+      rows.push_back(b);
+      sample_index_.push_back(per_row[b][r]->obs * B + b);
+    }
+    const at::Tensor y = interpolate_rows(fs.tableau(), thetas, step.row_h, fs.z(), fs.z1(), fs.stages(), f1);
+    const at::Tensor index = at::from_blob(rows.data(), {static_cast<int64_t>(rows.size())}, at::kLong)
+                                 .to(y.device(), /*non_blocking=*/false, /*copy=*/true);
+    chunks_.push_back(y.index_select(0, index));
+  }
+}
+
 void OutputObserver::on_step(const Step& step, System& system) {
   auto& fs = static_cast<ForwardSystem&>(system);
+  if (step.row_errors) {
+    on_sample_step(step, fs);
+    return;
+  }
   const at::Tensor& z0 = fs.z();
   TapeStep rec;
   if (!step.inner.empty()) {
@@ -189,6 +223,24 @@ void OutputObserver::on_stop(int64_t, System& system) {
 
 at::Tensor OutputObserver::outputs() const {
   if (event_ != nullptr && event_->per_sample) return at::cat({chunks_.at(0), event_rows_.unsqueeze(0)});
+  if (!sample_index_.empty() || per_sample_) {
+    // Per-sample steps: the rows were served in the order their steps reached them;
+    // each goes to its place (obs, row) at once (one differentiable scatter).
+    const at::Tensor y0 = chunks_.at(0).squeeze(0);
+    const int64_t B = y0.size(0), T = t_.size(0);
+    std::vector<int64_t> index(B);
+    for (int64_t b = 0; b < B; ++b) index[b] = b;  // observation 0: y0 itself
+    index.insert(index.end(), sample_index_.begin(), sample_index_.end());
+    std::vector<at::Tensor> rows{y0};
+    rows.insert(rows.end(), chunks_.begin() + 1, chunks_.end());
+    const at::Tensor values = at::cat(rows);
+    TORCH_CHECK(values.size(0) == T * B, "internal: every observation of every sample is served once");
+    const at::Tensor where = at::from_blob(index.data(), {T * B}, at::kLong)
+                                 .to(values.device(), /*non_blocking=*/false, /*copy=*/true);
+    std::vector<int64_t> shape{T};
+    shape.insert(shape.end(), y0.sizes().begin(), y0.sizes().end());
+    return at::zeros_like(values).index_put({where}, values).reshape(shape);
+  }
   return at::cat(chunks_);
 }
 

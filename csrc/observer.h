@@ -41,9 +41,11 @@ class OutputObserver : public Observer {
  public:
   // `t`: the times the planner placed steps from; `clock`: the adaptive planner's;
   // `cubic`: fixed steps interpolate cubic Hermite (else linearly).
+  // `per_sample`: each sample steps on its own (its observations are served in the
+  // order its steps reach them, and put in place at the end).
   OutputObserver(const at::Tensor& t, const Clock* clock, Tape* tape, bool cubic,
-                 const EventSpec* event = nullptr)
-      : t_(t), clock_(clock), tape_(tape), cubic_(cubic), event_(event) {}
+                 const EventSpec* event = nullptr, bool per_sample = false)
+      : t_(t), clock_(clock), tape_(tape), cubic_(cubic), event_(event), per_sample_(per_sample) {}
 
   void begin(System& system) override;
   void on_step(const Step& step, System& system) override;
@@ -56,6 +58,8 @@ class OutputObserver : public Observer {
 
  private:
   // Where the event lies in an accepted step whose end changed g's sign, and its outputs.
+  // Per-sample steps: each row's observations inside its step, by its dense output.
+  void on_sample_step(const Step& step, ForwardSystem& fs);
   // Returns whether the one event (not per sample) was found inside it.
   bool locate_events(const Step& step, ForwardSystem& fs, TapeStep& rec);
   // Rows of the state at one theta each inside `step` (no autograd).
@@ -72,7 +76,9 @@ class OutputObserver : public Observer {
   std::unique_ptr<EventSearch> search_;
   std::vector<double> event_tau_;  // per row, host
   at::Tensor event_rows_;          // per sample: the state at each row's event
+  bool per_sample_;
   std::vector<at::Tensor> chunks_;
+  std::vector<int64_t> sample_index_;  // per-sample steps: obs * batch + row of each served row
 };
 
 // The continuous adjoint's observations: at t_i, z restarts from the forward's

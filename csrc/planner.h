@@ -39,6 +39,9 @@ class Planner {
   // estimate); returns whether it is accepted and, if so, fills in the
   // observations it serves.
   virtual bool settle(Step& step, double ratio) = 0;
+  // The same with the system that tried the step (per-sample planners read its
+  // row_ratios); others ignore it.
+  virtual bool settle(Step& step, double ratio, System&) { return settle(step, ratio); }
   int64_t accepted() const { return accepted_; }
   int64_t rejected() const { return rejected_; }
 
@@ -99,6 +102,13 @@ std::unique_ptr<Planner> adaptive_planner(const StepPlan& plan, const Clock& clo
 // the direction of t[-1], on past it, at most plan.max_num_steps.
 std::unique_ptr<Planner> open_grid_planner(const StepPlan& plan, const at::Tensor& t,
                                            const at::TensorOptions& z_options, bool time_graph);
+
+// Each sample its own adaptive steps (plan.per_sample), forwards through per-sample
+// times t (T, batch, 1): its own step size, error ratio, accept/reject and controller;
+// every observation served by the dense output of the step that reaches it.
+// `f` answers the per-row first-step heuristic.
+std::unique_ptr<Planner> per_sample_planner(const StepPlan& plan, const at::Tensor& t, Dynamics& f,
+                                            const at::TensorOptions& z_options);
 
 // The recorded steps of `tape`, last first; each ends on the observation where
 // the recorded step started.

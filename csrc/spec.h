@@ -69,6 +69,10 @@ struct StepPlan {
   // as torchdiffeq counts them. Fixed: the most steps of the whole solve.
   int64_t max_num_steps = 0;
 
+  // Adaptive: each sample (the first dimension of the state) steps on its own: its own
+  // step size, error ratio and accept/reject, observed at its own times.
+  bool per_sample = false;
+
   bool adaptive() const { return tableau->adaptive; }
 };
 

@@ -120,6 +120,27 @@ at::Tensor StageLoop::combine(const StagePart& part, const std::vector<at::Tenso
   return stage_combine(part.x, t.ks, t.coeffs, weight(part, dt));
 }
 
+std::vector<double> StageLoop::row_error_ratios(const Step& step, const StagePart& part,
+                                                const std::vector<at::Tensor>& k,
+                                                const std::vector<double>& factor, const at::Tensor& x1,
+                                                const StepPlan& plan) const {
+  c10::NoGradGuard control_only;  // the error picks step sizes, it is not differentiated
+  const at::Tensor x = part.x.detach();
+  std::vector<double> e(e_.size());
+  for (size_t j = 0; j < e.size(); ++j) {
+    e[j] = e_[j] * (part.negated ? -1.0 : 1.0) * (part.prescaled ? factor[j] : 1.0);
+  }
+  const std::optional<at::Tensor> dt = weight(part, step.dt);
+  const at::Tensor err = stage_combine(at::zeros_like(x), detached(k), e,
+                                       dt ? std::optional<at::Tensor>(dt->detach()) : std::nullopt);
+  const at::Tensor scale = plan.atol + plan.rtol * at::maximum(x.abs(), x1.detach().abs());
+  // An element without error counts 0, also where its scale is 0 (the kernels' rule).
+  const at::Tensor q = (err / scale).masked_fill(err == 0, 0);
+  const int64_t rows = x.dim() == 0 ? 1 : x.size(0);
+  const at::Tensor ms = q.reshape({rows, -1}).square().mean(1).sqrt().to(at::kDouble).cpu().contiguous();
+  return std::vector<double>(ms.data_ptr<double>(), ms.data_ptr<double>() + rows);
+}
+
 std::pair<at::Tensor, PartError> StageLoop::finish(const Step& step, const StagePart& part,
                                                    const std::vector<at::Tensor>& k,
                                                    const std::vector<double>& factor,

@@ -10,6 +10,13 @@
 
 namespace neuralode {
 
+// An observation of one sample served inside a per-sample step: row `row`'s output
+// `obs` at theta = (t[obs, row] - t0_row) / h_row of that row's step.
+struct SampleObs {
+  int64_t row, obs;
+  double theta;
+};
+
 struct Step {
   // The planner's clock (host doubles): the solve's own time for 1-D times, the
   // normalized time s for per-sample times (see Clock). NaN for fixed steps, whose
@@ -34,6 +41,16 @@ struct Step {
   int64_t end_obs = -1;         // the observation the step ends on, or -1
   std::vector<int64_t> inner;   // observations strictly inside, served by interpolation
   int64_t tape_index = -1;      // replay: which recorded step this is
+
+  // Per-sample steps (each sample its own size and accept/reject): the system computes
+  // one error ratio per row (`row_errors`); the planner's verdict per row is `accept_rows`
+  // (bool, one per row, on the state's device: the rows that move to the step's end),
+  // `row_t0`/`row_h` are t0 and h on the host, `sample_obs` the rows' observations
+  // inside their steps.
+  bool row_errors = false;
+  at::Tensor accept_rows;
+  std::vector<double> row_t0, row_h;
+  std::vector<SampleObs> sample_obs;
 };
 
 // The time of a stage with node c (0 <= c <= 1) of `step`, as f receives it.

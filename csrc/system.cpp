@@ -3,6 +3,7 @@
 
 #include <ATen/TensorOperators.h>
 #include <ATen/ops/stack.h>
+#include <ATen/ops/where.h>
 #include <ATen/ops/zeros_like.h>
 #include <c10/core/GradMode.h>
 #include <torch/csrc/autograd/autograd.h>
@@ -50,6 +51,14 @@ double ForwardSystem::attempt(const Step& step) {
             [&](int, const at::Tensor& time, const std::vector<at::Tensor>& x) {
               return std::vector<at::Tensor>{f_(time, x[0])};
             });
+  if (step.row_errors) {
+    // Per-sample steps: the end without the fused error sum, then one ratio per row.
+    z1_ = loop_.combine(parts[0], st_.k[0], loop_.b(), st_.factor, step.dt);
+    row_ratios_ = loop_.row_error_ratios(step, parts[0], st_.k[0], st_.factor, z1_, plan_);
+    double worst = 0.0;
+    for (double r : row_ratios_) worst = std::isnan(r) || std::isnan(worst) ? NAN : std::max(worst, r);
+    return worst;
+  }
   auto [z1, error] = loop_.finish(step, parts[0], st_.k[0], st_.factor, plan_);
   z1_ = std::move(z1);
   return loop_.tableau().adaptive ? error_ratio(plan_, {error}) : 0.0;
@@ -62,8 +71,17 @@ at::Tensor ForwardSystem::f_end(const Step& step) {
 }
 
 void ForwardSystem::commit(const Step& step) {
-  z_ = z1_;
   at::Tensor last = tableau().fsal ? st_.k[0].back() : f1_;
+  if (step.accept_rows.defined()) {
+    // Per-sample steps: only the accepted rows move; the others keep their state and
+    // their stage 0 (f where they still are).
+    const at::Tensor moved = rows_view(step.accept_rows, z_.dim());
+    z_ = at::where(moved, z1_, z_);
+    k0_ = last.defined() && k0_.defined() ? at::where(moved, last, k0_) : at::Tensor();
+    k0_tau_ = step.tau_last;
+    return;
+  }
+  z_ = z1_;
   k0_ = last;  // f at the step's end (FSAL, or evaluated for the dense output), if any
   k0_tau_ = step.tau_last;
 }

@@ -31,6 +31,11 @@ class System {
   virtual void commit(const Step& step) = 0;
   // The state as step callbacks see it (at the current step's start).
   virtual std::vector<at::Tensor> callback_state() { return {}; }
+  // After an attempt with step.row_errors: each row's error ratio.
+  const std::vector<double>& row_ratios() const { return row_ratios_; }
+
+ protected:
+  std::vector<double> row_ratios_;
 };
 
 class ForwardSystem : public System {

@@ -138,11 +138,15 @@ def _time_gradient_by_shift(solve: Callable, f: Callable, y0: Tensor, t: Tensor,
     # The shifts in the state's dtype: a float64 t must not promote a float32 solution.
     shift = (t - t_const).to(y0.dtype)
     f0 = f(t_const[0], y0)
-    ys = solve(y0 - shift[0] * f0, t_const)
+    shift0 = shift[0].reshape(-1, *([1] * (y0.dim() - 1))) if t.dim() == 3 else shift[0]
+    ys = solve(y0 - shift0 * f0, t_const)
     fs = torch.stack([f0] + [f(t_const[i], ys[i]) for i in range(1, len(t))])
     if stats is not None:
         stats.nfe_forward += len(t)  # the evaluations above, outside the solve's own count
-    return ys + shift.reshape(-1, *([1] * y0.dim())) * fs
+    # 1-D times: one shift per output; per-sample times (T, batch, 1): one per output and row.
+    per_row = shift.reshape(len(t), -1, *([1] * (y0.dim() - 1))) if t.dim() == 3 else shift.reshape(
+        -1, *([1] * y0.dim()))
+    return ys + per_row * fs
 
 
 class _Solve(torch.autograd.Function):
@@ -431,8 +435,8 @@ def odeint(
             return _Solve.apply(f, spec, stats, check, modules, None, hooks, None, y_start, times, *params)
     # Adaptive steps on a 1-D (host) clock carry no graph to t: outside the adjoint, which
     # has its own time terms, dL/dt comes from the ODE (_time_gradient_by_shift).
-    if (t.requires_grad and torch.is_grad_enabled() and t.dim() == 1 and spec.forward.adaptive
-            and gradient != "adjoint"):
+    if (t.requires_grad and torch.is_grad_enabled() and (t.dim() == 1 or spec.forward.per_sample)
+            and spec.forward.adaptive and gradient != "adjoint"):
         ys = _time_gradient_by_shift(solve, f, y, t, stats)
     else:
         ys = solve(y, t)

@@ -47,6 +47,7 @@ ADAPTIVE_DEFAULTS = {
     "first_step": 0.0, "safety": 0.9, "ifactor": 10.0, "dfactor": 0.2, "controller": "I",
     "beta1": 0.7, "beta2": 0.4, "min_step": 0.0, "max_step": math.inf,
     "max_num_steps": DEFAULT_MAX_NUM_STEPS, "step_t": (), "jump_t": (), "dtype": torch.float64,
+    "per_sample": False,
 }
 ADAPTIVE_OPTIONS = tuple(ADAPTIVE_DEFAULTS)
 #: Options of the fixed-step methods. torchdiffeq's: ``step_size`` (a uniform grid) or
@@ -295,6 +296,16 @@ def _adaptive_plan(method: str, rtol, atol, options: dict, y0: Tensor, t: Tensor
             f"{'adjoint_rtol/adjoint_atol' if adjoint else 'rtol/atol'}: both are 0 for some element, so "
             "no step with any error could be accepted; give atol > 0 (the error allowed near zero)"
         )
+    per_sample = options.get("per_sample", False)
+    if not isinstance(per_sample, bool):
+        raise ValueError(f"{name}: 'per_sample' must be True or False, got {per_sample!r}")
+    if per_sample:
+        # Each sample (the first dimension of y0) steps on its own (csrc/per_sample_planner.cpp).
+        if y0.dim() < 1 or len(segments) > 1 or callable(options.get("norm")):
+            raise ValueError(f"{name}: 'per_sample' needs y0 to be one tensor whose first dimension is the "
+                             "batch (no tuple state, no callable norm)")
+        if step_t or jump_t:
+            raise ValueError(f"{name}: 'per_sample' does not take 'step_t'/'jump_t' knots")
     norm = options.get("norm", NORMS[0])
     user_norm = None
     if callable(norm):
@@ -320,6 +331,7 @@ def _adaptive_plan(method: str, rtol, atol, options: dict, y0: Tensor, t: Tensor
         # The adjoint's first step is chosen on [z] alone: a user's adjoint norm takes the
         # whole augmented state, so the first step uses the built-in norm there.
         norm_first_step=not adjoint,
+        per_sample=per_sample,
     )
     return plan, norm
 
@@ -368,6 +380,9 @@ def build_spec(
         for value, name in ((rtol, "rtol"), (atol, "atol")):
             tolerance(value, y0, name)
         forward = _fixed_plan(method, options, y0, t, func, "options")
+    if forward.per_sample and gradient != "backprop":
+        raise ValueError(f"options['per_sample']=True supports gradient='backprop' so far, not {gradient!r}; "
+                         "use gradient='backprop' or leave per_sample out")
     if gradient != "adjoint":
         return _C.SolveSpec(forward=forward, backward=forward, gradient=gradient, seminorm=False)
 

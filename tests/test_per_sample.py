@@ -1,0 +1,109 @@
+"""Per-sample steps (``options={"per_sample": True}``): each sample of a batch steps on its own.
+
+Oracles: the same sample solved alone (its steps depend on its row only, so the values agree
+to round-off), closed forms, tight solves, and gradcheck."""
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+import neuralode
+
+F64 = torch.float64
+PS = {"per_sample": True}
+
+
+class RowMLP(nn.Module):
+    """f(t, y) = tanh(y W^T + t u) V^T: row-wise (each sample's derivative from its own row)."""
+
+    def __init__(self, dim=3, hidden=8, seed=0):
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        self.w = nn.Parameter(torch.randn(hidden, dim, generator=g, dtype=F64) * 0.8)
+        self.u = nn.Parameter(torch.randn(hidden, generator=g, dtype=F64))
+        self.v = nn.Parameter(torch.randn(dim, hidden, generator=g, dtype=F64) * 0.8)
+
+    def forward(self, t, y):
+        return torch.tanh(y @ self.w.T + t * self.u) @ self.v.T
+
+
+def _times(T, B, decreasing=False, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    t = torch.sort(torch.rand(T, B, 1, generator=g, dtype=F64) * 3, dim=0, descending=decreasing).values
+    return t
+
+
+@pytest.mark.parametrize("decreasing", [False, True])
+@pytest.mark.parametrize("method", ["dopri5", "tsit5", "bosh3", "dopri8"])
+def test_each_sample_equals_that_sample_alone(method, decreasing):
+    f = RowMLP()
+    y0 = torch.randn(5, 3, dtype=F64, generator=torch.Generator().manual_seed(2))
+    t = _times(6, 5, decreasing)
+    ys = neuralode.odeint(f, y0, t, method=method, rtol=1e-7, atol=1e-9, options=PS)
+    for b in range(5):
+        alone = neuralode.odeint(f, y0[b:b + 1], t[:, b:b + 1], method=method, rtol=1e-7, atol=1e-9, options=PS)
+        # The same steps: equal to round-off. (dopri8's error estimate cancels to ~1e-4 of its
+        # stages' rounding, which differs with the batch's BLAS kernel: its steps differ
+        # slightly, the values to the tolerance.)
+        bound = 1e-7 if method == "dopri8" else 1e-10
+        torch.testing.assert_close(ys[:, b], alone[:, 0], rtol=bound, atol=bound)
+    # ... and within the tolerance of a tight solve
+    tight = neuralode.odeint(f, y0, t, method="dopri8", rtol=1e-12, atol=1e-12)
+    assert (ys - tight).abs().max().item() < 1e-4  # global error at rtol 1e-7
+
+
+def test_one_dimensional_times_with_per_sample_steps_match_closed_form():
+    """y_b' = -k_b y_b: a stiff row does not set the step of the others."""
+    k = torch.tensor([0.5, 5.0, 50.0], dtype=F64).view(3, 1)
+    y0 = torch.ones(3, 2, dtype=F64)
+    t = torch.linspace(0, 1, 5, dtype=F64)
+    stats = neuralode.SolverStats()
+    ys = neuralode.odeint(lambda t_, y: -k * y, y0, t, rtol=1e-8, atol=1e-10, options=PS, stats=stats)
+    exact = torch.exp(-k.view(1, 3, 1) * t.view(-1, 1, 1)) * torch.ones(1, 3, 2, dtype=F64)
+    assert ys.shape == (5, 3, 2)
+    torch.testing.assert_close(ys, exact, rtol=0, atol=1e-7)
+    slow = neuralode.odeint(lambda t_, y: -k[:1] * y, y0[:1], t, rtol=1e-8, atol=1e-10, options=PS,
+                            stats=(alone := neuralode.SolverStats()))
+    # The slow row alone needs far fewer steps than the batch's stiffest row.
+    assert alone.steps_accepted < stats.steps_accepted
+
+
+@pytest.mark.parametrize("times", ["per-sample", "1-D"])
+def test_gradcheck_backprop(times):
+    f = RowMLP(dim=2, hidden=4)
+    y0 = torch.randn(3, 2, dtype=F64, generator=torch.Generator().manual_seed(3), requires_grad=True)
+    t = (_times(4, 3) if times == "per-sample" else torch.tensor([0.1, 0.7, 1.6, 2.0], dtype=F64)).requires_grad_()
+    params = list(f.parameters())
+
+    def run(y0_, t_, *p):
+        return neuralode.odeint(f, y0_, t_, rtol=1e-10, atol=1e-10, options=PS)
+
+    assert torch.autograd.gradcheck(run, (y0, t, *params), atol=1e-5, rtol=1e-3)
+
+
+def test_refused_where_not_supported_yet_or_meaningless():
+    f = RowMLP()
+    y0 = torch.randn(2, 3, dtype=F64)
+    t = torch.tensor([0.0, 1.0], dtype=F64)
+    with pytest.raises(ValueError, match="per_sample"):
+        neuralode.odeint(f, (y0, y0), t, options=PS)
+    with pytest.raises(ValueError, match="per_sample"):
+        neuralode.odeint(f, y0, t, options={**PS, "step_t": [0.5]})
+    with pytest.raises(ValueError, match="per_sample.*must be True or False"):
+        neuralode.odeint(f, y0, t, options={"per_sample": 1})
+    for gradient in ("adjoint", "checkpoint"):
+        with pytest.raises(ValueError, match="supports gradient='backprop' so far"):
+            neuralode.odeint(f, y0, t, options=PS, gradient=gradient)
+
+
+def test_nan_in_one_sample_names_it():
+    def f(t, y):
+        out = -y
+        return torch.where(t > 0.5, out * float("nan"), out) if y.shape[0] == 1 else torch.cat(
+            [out[:1], torch.where(t[1:] > 0.5, out[1:] * float("nan"), out[1:])])
+
+    y0 = torch.ones(2, 1, dtype=F64)
+    with pytest.raises(ValueError, match="sample 1 became NaN or Inf"):
+        neuralode.odeint(f, y0, torch.tensor([0.0, 1.0], dtype=F64), options=PS)
