@@ -144,7 +144,8 @@ at::Tensor Dynamics::operator()(const at::Tensor& t, const at::Tensor& z) {
 }
 
 VectorJacobianProducts Dynamics::vjp(const at::Tensor& t, const at::Tensor& z, const at::Tensor& w,
-                                     bool need_t) {
+                                     bool need_t, bool retain) {
+  TORCH_CHECK(!(retain && create_graph_), "internal: a kept graph is not recorded again");
   if (create_graph_) {
     // Recorded: one differentiable op (second derivatives through the adjoint).
     variable_list o = PartialProducts::apply(this, need_t, t, z, w, at::TensorList(params_));
@@ -175,14 +176,26 @@ VectorJacobianProducts Dynamics::vjp(const at::Tensor& t, const at::Tensor& z, c
   inputs.insert(inputs.end(), params_.begin(), params_.end());
   ScopedTimer timer(f_seconds_);
   std::vector<at::Tensor> grads =
-      torch::autograd::grad({out}, inputs, {w}, /*retain_graph=*/false,
+      torch::autograd::grad({out}, inputs, {w}, /*retain_graph=*/retain,
                             /*create_graph=*/false, /*allow_unused=*/true);
   size_t pos = 0;
   r.wz = grads[pos++];
   if (need_t) r.wt = grads[pos++];
   for (size_t p = 0; p < params_.size(); ++p) r.wp[p] = grads[pos++];
   r.f = out.detach();
+  if (retain) r.out = out;
   return r;
+}
+
+std::vector<at::Tensor> Dynamics::params_vjp(const at::Tensor& out, const at::Tensor& w) {
+  std::vector<at::Tensor> wp(params_.size());
+  if (params_.empty() || !out.defined() || !out.requires_grad()) return wp;
+  c10::AutoGradMode enable_grad(true);
+  ScopedTimer timer(f_seconds_);
+  std::vector<at::Tensor> grads = torch::autograd::grad({out}, params_, {w}, /*retain_graph=*/false,
+                                                        /*create_graph=*/false, /*allow_unused=*/true);
+  for (size_t p = 0; p < params_.size(); ++p) wp[p] = grads[p];
+  return wp;
 }
 
 void Dynamics::check_captured(const at::Tensor& out, const std::vector<at::Tensor>& known) {

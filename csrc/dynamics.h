@@ -20,6 +20,8 @@ struct VectorJacobianProducts {
   at::Tensor wz;
   at::Tensor wt;
   std::vector<at::Tensor> wp;
+  // With `retain` (vjp): f's output, whose graph is kept for params_vjp.
+  at::Tensor out;
 };
 
 // Counts and times of one solve.
@@ -42,8 +44,11 @@ class Dynamics {
   // f(t, z) and the products with w through one backward pass of torch
   // autograd (the graph of f is freed right after). With need_t false, w.df/dt
   // is not computed.
+  // With `retain` the graph of f is kept (r.out) for params_vjp with another cotangent.
   VectorJacobianProducts vjp(const at::Tensor& t, const at::Tensor& z, const at::Tensor& w,
-                             bool need_t);
+                             bool need_t, bool retain = false);
+  // w'.df/dtheta through the graph kept by vjp(..., retain=true) (freed after this call).
+  std::vector<at::Tensor> params_vjp(const at::Tensor& out, const at::Tensor& w);
 
   const std::vector<at::Tensor>& params() const { return params_; }
 

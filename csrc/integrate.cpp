@@ -37,6 +37,7 @@ void integrate(Planner& planner, System& system, Observer& observer, const StepC
     observer.on_step(*step, system);
     if (observer.finished()) break;  // an event inside this step ends the solve there
     system.commit(*step);
+    observer.after_commit(*step, system);
     if (step->end_obs >= 0) observer.on_stop(step->end_obs, system);
   }
 }
@@ -136,6 +137,29 @@ Gradients adjoint_gradients(const SolveSpec& spec, Dynamics& f, const at::Tensor
                             const at::Tensor& ys, const at::Tensor& grad_ys, bool need_t,
                             bool create_graph, const StepCallbacks* callbacks) {
   const SolveMeter meter(f);
+  if (spec.backward.per_sample) {
+    // The joint adjoint of per-sample steps: each row's [z_b, a_b] on its own steps
+    // backwards, dL/dtheta accumulated over the batch with one product per stage.
+    TORCH_CHECK_VALUE(!create_graph, "second derivatives (create_graph=True) through the per-sample adjoint "
+                      "are not supported; use gradient='backprop'");
+    const StepPlan& plan = spec.backward;
+    const at::Tensor t_rows = t.dim() == 1 ? t.reshape({-1, 1, 1}).expand({t.size(0), ys.size(1), 1}) : t;
+    std::unique_ptr<Planner> planner = per_sample_planner(plan, t_rows, f, ys.options(), /*backwards=*/true);
+    AdjointSystem system(f, plan, ys[t.size(0) - 1], t_rows[0], t.options().requires_grad(false),
+                         /*seminorm=*/true, need_t, /*differentiable=*/false);
+    SampleAdjointObserver observer(f, t_rows, ys, grad_ys, need_t);
+    integrate(*planner, system, observer, callbacks);
+    Gradients g;
+    g.y0 = system.a();
+    if (need_t) {
+      g.t = observer.grad_t(system.a_t());
+      if (t.dim() == 1) g.t = g.t.sum({1, 2});  // the times every row shares
+    }
+    g.params = system.a_params();
+    check_gradients_finite(g);
+    g.stats = meter.finish(planner->accepted(), planner->rejected());
+    return g;
+  }
   f.set_create_graph(create_graph);
   const StepPlan& plan = spec.backward;
   const at::TensorOptions t_options = t.options().requires_grad(false);

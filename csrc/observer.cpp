@@ -270,6 +270,60 @@ at::Tensor AdjointObserver::grad_t(const at::Tensor& a_t) {
   return at::stack(grad_t_);
 }
 
+// ---------------------------------------------------------------- per-sample adjoint jumps
+
+SampleAdjointObserver::SampleAdjointObserver(Dynamics& f, const at::Tensor& t, const at::Tensor& ys,
+                                             const at::Tensor& grad_ys, bool need_t)
+    : ys_(ys), grad_ys_(grad_ys), need_t_(need_t) {
+  if (!need_t_) return;
+  const int64_t T = t.size(0), B = t.size(1);
+  std::vector<at::Tensor> rows{at::zeros_like(t[0])};
+  for (int64_t i = 1; i < T; ++i) {
+    const at::Tensor prod = (grad_ys[i] * f(t[i], ys[i])).to(t.scalar_type());
+    rows.push_back(prod.reshape({B, -1}).sum(1, /*keepdim=*/true));
+  }
+  direct_ = at::stack(rows);
+}
+
+void SampleAdjointObserver::begin(System& system) {
+  auto& adj = static_cast<AdjointSystem&>(system);
+  const int64_t T = ys_.size(0), B = ys_.size(1);
+  std::vector<int64_t> all(B);
+  for (int64_t b = 0; b < B; ++b) all[b] = b;
+  const at::Tensor index = at::from_blob(all.data(), {B}, at::kLong).to(ys_.device(), false, /*copy=*/true);
+  adj.jump_rows(index, ys_[T - 1], grad_ys_[T - 1], need_t_ && T > 1 ? direct_[T - 1] : at::Tensor());
+}
+
+void SampleAdjointObserver::after_commit(const Step& step, System& system) {
+  if (step.sample_obs.empty()) return;
+  auto& adj = static_cast<AdjointSystem&>(system);
+  const int64_t B = ys_.size(1);
+  std::vector<int64_t> rows, flat;
+  for (const SampleObs& o : step.sample_obs) {
+    rows.push_back(o.row);
+    flat.push_back(o.obs * B + o.row);
+  }
+  const int64_t n = static_cast<int64_t>(rows.size());
+  const at::Tensor index = at::from_blob(rows.data(), {n}, at::kLong).to(ys_.device(), false, /*copy=*/true);
+  const at::Tensor where = at::from_blob(flat.data(), {n}, at::kLong).to(ys_.device(), false, /*copy=*/true);
+  auto pick = [&](const at::Tensor& x) { return x.flatten(0, 1).index_select(0, where); };
+  at::Tensor direct;
+  if (need_t_) {
+    // Observation 0 has no direct term: dL/dt_0 is the running time adjoint.
+    std::vector<double> keep;
+    for (const SampleObs& o : step.sample_obs) keep.push_back(o.obs > 0 ? 1.0 : 0.0);
+    const at::Tensor mask = at::from_blob(keep.data(), {n, 1}, at::kDouble).to(direct_.options(), false, true);
+    direct = pick(direct_) * mask;
+  }
+  adj.jump_rows(index, pick(ys_), pick(grad_ys_), direct);
+}
+
+at::Tensor SampleAdjointObserver::grad_t(const at::Tensor& a_t) const {
+  at::Tensor g = direct_.clone();
+  g[0] = a_t;
+  return g;
+}
+
 // ---------------------------------------------------------------- replay jumps
 
 void ReplayObserver::on_stop(int64_t obs, System& system) {

@@ -28,6 +28,9 @@ class Observer {
   virtual void on_step(const Step&, System&) {}
   // After the system moved to the end of a step that ends on observation `obs`.
   virtual void on_stop(int64_t, System&) {}
+  // After the system moved to the end of an accepted step (per-sample steps: the rows
+  // that landed on their observations).
+  virtual void after_commit(const Step&, System&) {}
   // Whether the solve ends here, before its last observation (an event was found).
   virtual bool finished() const { return false; }
 };
@@ -102,6 +105,27 @@ class AdjointObserver : public Observer {
   bool need_t_;
   std::vector<at::Tensor> grad_t_;
   FiniteWatch watch_;
+};
+
+// The per-sample adjoint's observations: each row lands on its own observations walking
+// backwards; there that row restarts from the forward's y(t_i), gets dL/dz(t_i) added to
+// its a and (i >= 1) its direct time term dL/dt_i = dL/dz(t_i) . f(t_i, z_i), taken for
+// every (i, row) at once at the start (T - 1 evaluations of f on the batch).
+class SampleAdjointObserver : public Observer {
+ public:
+  // `t`: (T, batch, 1); ys and grad_ys: (T, batch, ...).
+  SampleAdjointObserver(Dynamics& f, const at::Tensor& t, const at::Tensor& ys, const at::Tensor& grad_ys,
+                        bool need_t);
+
+  void begin(System& system) override;
+  void after_commit(const Step& step, System& system) override;
+  // dL/dt (T, batch, 1) with the running time adjoint (batch, 1) as dL/dt_0.
+  at::Tensor grad_t(const at::Tensor& a_t) const;
+
+ private:
+  const at::Tensor &ys_, &grad_ys_;
+  bool need_t_;
+  at::Tensor direct_;  // (T, batch, 1): dL/dt_i per row; row 0 unused
 };
 
 // The replay's observations: a += dL/dz(t_i) where a recorded step ended on t_i.

@@ -50,9 +50,10 @@ std::vector<double> row_rms(const at::Tensor& x, const at::Tensor& scale) {
 
 class PerSamplePlanner : public Planner {
  public:
-  PerSamplePlanner(const StepPlan& plan, const at::Tensor& t, Dynamics& f, const at::TensorOptions& z_options)
+  PerSamplePlanner(const StepPlan& plan, const at::Tensor& t, Dynamics& f, const at::TensorOptions& z_options,
+                   bool backwards)
       : plan_(plan), f_(f), z_options_(z_options.requires_grad(false)),
-        t_options_(t.options().requires_grad(false)) {
+        t_options_(t.options().requires_grad(false)), backwards_(backwards) {
     TORCH_CHECK_VALUE(t.dim() == 3 && t.size(2) == 1, "per-sample steps need times of shape (T, batch, 1)");
     T_ = t.size(0);
     B_ = t.size(1);
@@ -60,15 +61,17 @@ class PerSamplePlanner : public Planner {
     tau_.resize(B_);
     h_.assign(B_, std::numeric_limits<double>::quiet_NaN());
     dir_.resize(B_);
-    next_obs_.assign(B_, 1);
+    // Forwards: the next observation to serve (by dense output); backwards: the next one
+    // to land on (every observation is a stop: the adjoint's jumps).
+    next_obs_.assign(B_, backwards ? T_ - 2 : 1);
     done_.assign(B_, T_ < 2);
     tries_.assign(B_, 0);
     accepted_rows_.assign(B_, 0);
     rejected_rows_.assign(B_, 0);
     for (int64_t b = 0; b < B_; ++b) {
       controllers_.emplace_back(plan, plan.tableau->order);
-      tau_[b] = at(0, b);
-      dir_[b] = T_ < 2 || at(T_ - 1, b) >= at(0, b) ? 1.0 : -1.0;
+      tau_[b] = at(backwards ? T_ - 1 : 0, b);
+      dir_[b] = (T_ < 2 || at(T_ - 1, b) >= at(0, b) ? 1.0 : -1.0) * (backwards ? -1.0 : 1.0);
     }
   }
 
@@ -95,14 +98,14 @@ class PerSamplePlanner : public Planner {
                         b, " at t=", num(tau_[b]), " (dt=", num(h_[b]), "): that many steps were tried since its "
                         "last observation; raise options['max_num_steps'] or loosen rtol/atol");
       const double h = std::min(std::max(h_[b], plan_.min_step), plan_.max_step);
-      const double end = at(T_ - 1, b);
+      const double end = target(b);
       // The sample's last time ends its last step (stretched by at most 1%, as the
       // shared planner does at a stop).
       lands_[b] = std::abs(end - tau_[b]) <= 1.01 * h;
       const double h_try = lands_[b] ? std::abs(end - tau_[b]) : h;
       at_min_[b] = h <= plan_.min_step || h_try <= plan_.min_step;
       const double resolution = 4 * std::numeric_limits<double>::epsilon() *
-                                std::max(std::abs(tau_[b]), std::abs(end - at(0, b)));
+                                std::max(std::abs(tau_[b]), std::abs(at(T_ - 1, b) - at(0, b)));
       TORCH_CHECK_VALUE(tau_[b] + dir_[b] * h_try != tau_[b] && h_try > resolution, "step size underflow for sample ",
                         b, " at t=", num(tau_[b]), ": dt=", num(h_try), " is below the time resolution; the problem "
                         "may be stiff or f non-smooth there: loosen rtol/atol or set options['min_step']");
@@ -139,7 +142,18 @@ class PerSamplePlanner : public Planner {
       ++accepted_rows_[b];
       accept[b] = 1.0;
       any = true;
-      const double end = lands_[b] ? at(T_ - 1, b) : tau_[b] + step.row_h[b];
+      const double end = lands_[b] ? target(b) : tau_[b] + step.row_h[b];
+      if (backwards_) {
+        // Landed on its next observation: the observer's jump; then on to the one before.
+        if (lands_[b]) {
+          step.sample_obs.push_back({b, next_obs_[b], 1.0});
+          tries_[b] = 0;
+          done_[b] = next_obs_[b] == 0;
+          --next_obs_[b];
+        }
+        tau_[b] = end;
+        continue;
+      }
       // Observations this step reaches, served by its dense output (theta in (0, 1]).
       for (; next_obs_[b] < T_ && dir_[b] * (at(next_obs_[b], b) - end) <= 0; ++next_obs_[b]) {
         const double theta = lands_[b] && next_obs_[b] == T_ - 1
@@ -151,6 +165,7 @@ class PerSamplePlanner : public Planner {
       tau_[b] = end;
       if (lands_[b]) done_[b] = true;
     }
+    for (int64_t b = 0; b < B_; ++b) step.mixed = step.mixed || (step.row_h[b] != 0.0 && accept[b] == 0.0);
     if (!any) {
       ++rejected_;
       return false;
@@ -166,6 +181,9 @@ class PerSamplePlanner : public Planner {
 
  private:
   double at(int64_t j, int64_t b) const { return times_[j * B_ + b]; }
+  // Where row b's steps must land next: its last time (forwards), its next observation
+  // (backwards).
+  double target(int64_t b) const { return at(backwards_ ? next_obs_[b] : T_ - 1, b); }
 
   // Hairer's initial step per row (as the shared planner's, each row on its own RMS):
   // f at the start (the system's stage 0) and one more evaluation on the batch.
@@ -217,13 +235,14 @@ class PerSamplePlanner : public Planner {
   std::vector<Controller> controllers_;
   int64_t moves_ = 0;  // steps in which some row moved: the system's stage-0 clock
   bool started_ = false;
+  bool backwards_;
 };
 
 }  // namespace
 
 std::unique_ptr<Planner> per_sample_planner(const StepPlan& plan, const at::Tensor& t, Dynamics& f,
-                                            const at::TensorOptions& z_options) {
-  return std::make_unique<PerSamplePlanner>(plan, t, f, z_options);
+                                            const at::TensorOptions& z_options, bool backwards) {
+  return std::make_unique<PerSamplePlanner>(plan, t, f, z_options, backwards);
 }
 
 }  // namespace neuralode

@@ -103,12 +103,13 @@ std::unique_ptr<Planner> adaptive_planner(const StepPlan& plan, const Clock& clo
 std::unique_ptr<Planner> open_grid_planner(const StepPlan& plan, const at::Tensor& t,
                                            const at::TensorOptions& z_options, bool time_graph);
 
-// Each sample its own adaptive steps (plan.per_sample), forwards through per-sample
-// times t (T, batch, 1): its own step size, error ratio, accept/reject and controller;
-// every observation served by the dense output of the step that reaches it.
-// `f` answers the per-row first-step heuristic.
+// Each sample its own adaptive steps (plan.per_sample) through per-sample times t
+// (T, batch, 1): its own step size, error ratio, accept/reject and controller. Forwards
+// every observation is served by the dense output of the step that reaches it;
+// backwards every row lands on each of its observations (the adjoint's jumps). `f`
+// answers the per-row first-step heuristic.
 std::unique_ptr<Planner> per_sample_planner(const StepPlan& plan, const at::Tensor& t, Dynamics& f,
-                                            const at::TensorOptions& z_options);
+                                            const at::TensorOptions& z_options, bool backwards = false);
 
 // The recorded steps of `tape`, last first; each ends on the observation where
 // the recorded step started.

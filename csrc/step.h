@@ -49,6 +49,7 @@ struct Step {
   // inside their steps.
   bool row_errors = false;
   at::Tensor accept_rows;
+  bool mixed = false;  // some row that tried the step was rejected (others accepted)
   std::vector<double> row_t0, row_h;
   std::vector<SampleObs> sample_obs;
 };

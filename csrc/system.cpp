@@ -3,6 +3,8 @@
 
 #include <ATen/TensorOperators.h>
 #include <ATen/ops/stack.h>
+#include <ATen/ops/index_add.h>
+#include <ATen/ops/index_copy.h>
 #include <ATen/ops/where.h>
 #include <ATen/ops/zeros_like.h>
 #include <c10/core/GradMode.h>
@@ -105,12 +107,14 @@ AdjointSystem::AdjointSystem(Dynamics& f, const StepPlan& plan, const at::Tensor
 }
 
 void AdjointSystem::first_stage(const Step& step) {
-  if (k0_valid_ && k0_tau_ == step.tau_first) return;
+  // Per-sample steps change each row's dt from try to try: the cotangent dt * a of a kept
+  // stage 0 cannot be rescaled row by row inside dL/dtheta's batch sum, so it is taken anew.
+  if (k0_valid_ && k0_tau_ == step.tau_first && !step.row_errors) return;
   const at::Tensor cotangent = a_ * rows_view(step.dt, a_.dim());
-  VectorJacobianProducts v = f_.vjp(stage_time(step, 0.0, t_options_), z_, cotangent, need_t_);
+  VectorJacobianProducts v = f_.vjp(stage_time(step, 0.0, t_options_), z_, cotangent, need_t_, step.row_errors);
   k0_f_ = v.f;
   k0_wz_ = v.wz.defined() ? v.wz : at::zeros_like(a_);
-  k0_side_ = {v.wt, std::move(v.wp)};
+  k0_side_ = {v.wt, std::move(v.wp), v.out, step.row_errors ? cotangent : at::Tensor()};
   k0_tau_ = step.tau_first;
   k0_dtau_ = step.dtau;
   k0_valid_ = true;
@@ -136,10 +140,26 @@ double AdjointSystem::attempt(const Step& step) {
   loop_.run(step, t_options_, parts, st_,
             [&](int, const at::Tensor& time, const std::vector<at::Tensor>& x) {
               const at::Tensor cotangent = x[1] * rows_view(step.dt, x[1].dim());
-              VectorJacobianProducts v = f_.vjp(time, x[0], cotangent, need_t_);
-              side_.push_back({v.wt, std::move(v.wp)});
+              VectorJacobianProducts v = f_.vjp(time, x[0], cotangent, need_t_, step.row_errors);
+              side_.push_back({v.wt, std::move(v.wp), v.out, step.row_errors ? cotangent : at::Tensor()});
               return std::vector<at::Tensor>{v.f, v.wz.defined() ? v.wz : at::zeros_like(x[1])};
             });
+  if (step.row_errors) {
+    // Per-sample steps: each row's ratio on its own [z, a] (the shared dL/dtheta is left
+    // out of every row's error: the seminorm), the largest returned.
+    z1_ = loop_.combine(parts[0], st_.k[0], loop_.b(), st_.factor, step.dt);
+    a1_ = loop_.combine(parts[1], st_.k[1], loop_.b(), st_.factor, step.dt);
+    const std::vector<double> rz = loop_.row_error_ratios(step, parts[0], st_.k[0], st_.factor, z1_, plan_);
+    const std::vector<double> ra = loop_.row_error_ratios(step, parts[1], st_.k[1], st_.factor, a1_, plan_);
+    row_ratios_.resize(rz.size());
+    double worst = 0.0;
+    for (size_t b = 0; b < rz.size(); ++b) {
+      row_ratios_[b] = std::isnan(rz[b]) || std::isnan(ra[b]) ? NAN : std::max(rz[b], ra[b]);
+      worst = std::isnan(row_ratios_[b]) || std::isnan(worst) ? NAN : std::max(worst, row_ratios_[b]);
+    }
+    d_params_.clear();
+    return worst;
+  }
   auto [z1, error_z] = loop_.finish(step, parts[0], st_.k[0], st_.factor, plan_);
   auto [a1, error_a] = loop_.finish(step, parts[1], st_.k[1], st_.factor, plan_);
   z1_ = std::move(z1);
@@ -187,6 +207,32 @@ double AdjointSystem::attempt(const Step& step) {
 
 void AdjointSystem::commit(const Step& step) {
   const std::vector<double>& b = loop_.b();
+  if (step.accept_rows.defined()) {
+    // Per-sample steps: only the accepted rows move and add to dL/dt. dL/dtheta is a sum
+    // over the batch: where some row was rejected, its products are taken again through
+    // the kept graphs with the rejected rows' cotangents zeroed.
+    const at::Tensor moved = step.accept_rows;
+    const at::Tensor weight = moved.to(a_.scalar_type());
+    for (size_t j = 0; j < side_.size(); ++j) {
+      if (b[j] == 0.0) continue;
+      const std::vector<at::Tensor> wp =
+          step.mixed ? f_.params_vjp(side_[j].out, side_[j].cotangent * rows_view(weight, a_.dim()))
+                     : side_[j].wp;
+      for (size_t p = 0; p < a_params_.size(); ++p) {
+        if (wp[p].defined()) accumulate(a_params_[p], wp[p], -b[j] * st_.factor[j]);
+      }
+      if (need_t_ && side_[j].wt.defined()) {
+        accumulate(a_t_, side_[j].wt * rows_view(weight.to(side_[j].wt.scalar_type()), side_[j].wt.dim()),
+                   -b[j] * st_.factor[j]);
+      }
+    }
+    z_ = at::where(rows_view(moved, z_.dim()), z1_, z_);
+    a_ = at::where(rows_view(moved, a_.dim()), a1_, a_);
+    side_.clear();  // the kept graphs
+    k0_side_ = AdjointStage();
+    k0_valid_ = false;
+    return;
+  }
   if (!d_params_.empty()) {
     for (size_t p = 0; p < a_params_.size(); ++p) accumulate(a_params_[p], d_params_[p], 1.0);
   } else {
@@ -234,6 +280,14 @@ void AdjointSystem::add_time(const at::Tensor& x) { accumulate(a_t_, x, 1.0); }
 void AdjointSystem::jump(const at::Tensor& z, const at::Tensor& grad_z) {
   z_ = z;
   a_ = a_ + grad_z;
+  k0_valid_ = false;
+}
+
+void AdjointSystem::jump_rows(const at::Tensor& index, const at::Tensor& z_rows, const at::Tensor& grad_rows,
+                              const at::Tensor& direct_rows) {
+  z_ = z_.index_copy(0, index, z_rows);
+  a_ = a_.index_add(0, index, grad_rows);
+  if (need_t_ && direct_rows.defined()) a_t_ = a_t_.index_add(0, index, -direct_rows);
   k0_valid_ = false;
 }
 

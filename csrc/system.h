@@ -70,6 +70,9 @@ class ForwardSystem : public System {
 struct AdjointStage {
   at::Tensor wt;
   std::vector<at::Tensor> wp;
+  // Per-sample steps: f's output with its graph kept, and the cotangent dt * a, so that
+  // the parameter products can be taken again for the accepted rows only.
+  at::Tensor out, cotangent;
 };
 
 class AdjointSystem : public System {
@@ -86,6 +89,10 @@ class AdjointSystem : public System {
 
   // The jump at an observation: restart from the stored forward state, add dL/dz.
   void jump(const at::Tensor& z, const at::Tensor& grad_z);
+  // The same for some rows (per-sample steps): rows `index` restart from z_rows, get
+  // grad_rows added to a and, with time gradients, -direct_rows added to a_t.
+  void jump_rows(const at::Tensor& index, const at::Tensor& z_rows, const at::Tensor& grad_rows,
+                 const at::Tensor& direct_rows);
   // dL/dt_0 += x (the observer's direct time terms).
   void add_time(const at::Tensor& x);
   // [z, a, a_t, a_theta...]: the augmented state of the continuous adjoint.

@@ -380,9 +380,9 @@ def build_spec(
         for value, name in ((rtol, "rtol"), (atol, "atol")):
             tolerance(value, y0, name)
         forward = _fixed_plan(method, options, y0, t, func, "options")
-    if forward.per_sample and gradient != "backprop":
-        raise ValueError(f"options['per_sample']=True supports gradient='backprop' so far, not {gradient!r}; "
-                         "use gradient='backprop' or leave per_sample out")
+    if forward.per_sample and gradient == "checkpoint":
+        raise ValueError("options['per_sample']=True supports gradient='backprop' and 'adjoint' so far, not "
+                         "'checkpoint'; use one of those or leave per_sample out")
     if gradient != "adjoint":
         return _C.SolveSpec(forward=forward, backward=forward, gradient=gradient, seminorm=False)
 
@@ -403,6 +403,9 @@ def build_spec(
             atol if adjoint_atol is None else adjoint_atol, dict(adjoint_options), y0, t,
             "adjoint_options", adjoint=True, segments=segments, norm_wrapper=adjoint_norm,
         )
+        if backward.per_sample != forward.per_sample:
+            raise ValueError("adjoint_options: 'per_sample' must be the forward's (the per-sample adjoint walks "
+                             "back each sample's own times); give the same value or leave it out")
         return _C.SolveSpec(forward=forward, backward=backward, gradient=gradient, seminorm=norm == "seminorm")
     # A fixed-step adjoint takes no tolerances: checked, then ignored (as rtol/atol by a
     # fixed-step forward, and as torchdiffeq does).
