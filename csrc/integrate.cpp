@@ -101,17 +101,22 @@ Solution solve(const SolveSpec& spec, Dynamics& f, const at::Tensor& y0, const a
   if (plan.adaptive()) clock.emplace(t_plan, y0.options(), time_graph);
   if (plan.per_sample) {
     TORCH_CHECK_VALUE(plan.adaptive(), "per-sample steps need an adaptive method");
-    TORCH_CHECK_VALUE(!record && event == nullptr, "per-sample steps do not support the checkpoint tape or "
-                      "events yet");
+    TORCH_CHECK_VALUE(event == nullptr, "per-sample steps do not support events yet");
     TORCH_CHECK_VALUE(y0.dim() >= 1, "per-sample steps need y0 with the batch as its first dimension");
     // 1-D times: every sample observed at the same times, each stepping on its own.
     const at::Tensor t_rows = t.dim() == 1 ? t.reshape({-1, 1, 1}).expand({t.size(0), y0.size(0), 1}) : t;
     std::unique_ptr<Planner> planner = per_sample_planner(plan, t_rows, f, y0.options());
     ForwardSystem system(f, plan, y0.clone(), t.options().requires_grad(false), differentiable);
-    OutputObserver observer(t_rows, nullptr, nullptr, false, nullptr, /*per_sample=*/true);
+    // The tape: every step (its rows' sizes, verdicts and observations) from its start.
+    // Times carry no graph here (host clocks): dL/dt comes from the ODE (odeint.py).
+    if (tape) {
+      tape->t = t_rows;
+      tape->time_graph = false;
+    }
+    OutputObserver observer(t_rows, nullptr, tape.get(), false, nullptr, /*per_sample=*/true);
     integrate(*planner, system, observer, callbacks);
     at::Tensor ys = observer.outputs();
-    return {ys, meter.finish(planner->accepted(), planner->rejected()), nullptr};
+    return {ys, meter.finish(planner->accepted(), planner->rejected()), tape};
   }
   if (event != nullptr) {
     TORCH_CHECK_VALUE(t.dim() == 1, "an event search needs 1-D times [t0, t1]");

@@ -149,6 +149,12 @@ at::Tensor OutputObserver::event_time() const {
 }
 
 void OutputObserver::on_sample_step(const Step& step, ForwardSystem& fs) {
+  if (tape_ != nullptr) {
+    TapeStep rec;
+    rec.step = step;
+    rec.z0 = fs.z();
+    tape_->steps.push_back(std::move(rec));
+  }
   if (step.sample_obs.empty()) return;
   const int64_t B = fs.z().size(0);
   // A row may serve several observations in one step: round r takes each row's r-th.

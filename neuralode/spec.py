@@ -380,9 +380,6 @@ def build_spec(
         for value, name in ((rtol, "rtol"), (atol, "atol")):
             tolerance(value, y0, name)
         forward = _fixed_plan(method, options, y0, t, func, "options")
-    if forward.per_sample and gradient == "checkpoint":
-        raise ValueError("options['per_sample']=True supports gradient='backprop' and 'adjoint' so far, not "
-                         "'checkpoint'; use one of those or leave per_sample out")
     if gradient != "adjoint":
         return _C.SolveSpec(forward=forward, backward=forward, gradient=gradient, seminorm=False)
 

@@ -70,15 +70,16 @@ def test_one_dimensional_times_with_per_sample_steps_match_closed_form():
     assert alone.steps_accepted < stats.steps_accepted
 
 
+@pytest.mark.parametrize("gradient", ["backprop", "checkpoint"])
 @pytest.mark.parametrize("times", ["per-sample", "1-D"])
-def test_gradcheck_backprop(times):
+def test_gradcheck_backprop_and_checkpoint(times, gradient):
     f = RowMLP(dim=2, hidden=4)
     y0 = torch.randn(3, 2, dtype=F64, generator=torch.Generator().manual_seed(3), requires_grad=True)
     t = (_times(4, 3) if times == "per-sample" else torch.tensor([0.1, 0.7, 1.6, 2.0], dtype=F64)).requires_grad_()
     params = list(f.parameters())
 
     def run(y0_, t_, *p):
-        return neuralode.odeint(f, y0_, t_, rtol=1e-10, atol=1e-10, options=PS)
+        return neuralode.odeint(f, y0_, t_, rtol=1e-10, atol=1e-10, options=PS, gradient=gradient)
 
     assert torch.autograd.gradcheck(run, (y0, t, *params), atol=1e-5, rtol=1e-3)
 
@@ -101,7 +102,7 @@ def _linear_problem(scales, seed=0, T=6):
     return A, y0, t, c, closed
 
 
-@pytest.mark.parametrize("gradient", ["backprop", "adjoint"])
+@pytest.mark.parametrize("gradient", ["backprop", "adjoint", "checkpoint"])
 def test_joint_adjoint_matches_the_closed_form(gradient):
     """dL/dy0, dL/dA (a per-sample parameter) and dL/dt (per-sample times) against the matrix
     exponential; rows of very different stiffness, so that rows are rejected in steps where
@@ -110,23 +111,25 @@ def test_joint_adjoint_matches_the_closed_form(gradient):
     f = lambda t_, y: torch.einsum("bij,bj->bi", A, y)  # noqa: E731
     stats = neuralode.SolverStats()
     ys = neuralode.odeint(f, y0, t, rtol=1e-10, atol=1e-10, options=PS, gradient=gradient, stats=stats,
-                          adjoint_params=(A,) if gradient == "adjoint" else None)
+                          adjoint_params=(A,) if gradient != "backprop" else None)
     got = torch.autograd.grad((ys * c).sum(), [y0, A, t])
     exact = torch.autograd.grad((closed(y0, A, t) * c).sum(), [y0, A, t])
     for g_, e in zip(got, exact):
         torch.testing.assert_close(g_, e, rtol=1e-6, atol=1e-7)
 
 
-def test_joint_adjoint_with_one_dimensional_times_and_module_parameters():
+def test_joint_adjoint_and_checkpoint_with_one_dimensional_times_and_module_parameters():
     f = RowMLP(dim=2, hidden=6)
     y0 = torch.randn(5, 2, dtype=F64, generator=torch.Generator().manual_seed(4))
     t = torch.tensor([0.0, 0.4, 1.1, 2.0], dtype=F64, requires_grad=True)
     grads = {}
-    for gradient in ("backprop", "adjoint"):
+    for gradient in ("backprop", "adjoint", "checkpoint"):
         ys = neuralode.odeint(f, y0, t, rtol=1e-10, atol=1e-10, options=PS, gradient=gradient)
         grads[gradient] = torch.autograd.grad(ys.pow(2).sum(), [t, *f.parameters()])
     for a, b in zip(grads["backprop"], grads["adjoint"]):
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+    for a, b in zip(grads["backprop"], grads["checkpoint"]):  # the same discrete gradient
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
 
 
 def test_refused_where_not_supported_yet_or_meaningless():
@@ -139,8 +142,6 @@ def test_refused_where_not_supported_yet_or_meaningless():
         neuralode.odeint(f, y0, t, options={**PS, "step_t": [0.5]})
     with pytest.raises(ValueError, match="per_sample.*must be True or False"):
         neuralode.odeint(f, y0, t, options={"per_sample": 1})
-    with pytest.raises(ValueError, match="not 'checkpoint'"):
-        neuralode.odeint(f, y0, t, options=PS, gradient="checkpoint")
     with pytest.raises(ValueError, match="adjoint_options: 'per_sample' must be the forward's"):
         neuralode.odeint(f, y0, t, options=PS, gradient="adjoint", adjoint_options={"per_sample": False})
 
