@@ -64,6 +64,11 @@ class PerSamplePlanner : public Planner {
     // Forwards: the next observation to serve (by dense output); backwards: the next one
     // to land on (every observation is a stop: the adjoint's jumps).
     next_obs_.assign(B_, backwards ? T_ - 2 : 1);
+    // Forwards, observations are served by dense output unless the interpolant is far
+    // below the method's order (dopri8: a 4th-order interpolant): then each row lands
+    // on every observation of its own, as the adjoint does.
+    const int dense_order = plan.tableau->has_mid ? 4 : 3;
+    stops_ = backwards || dense_order + 1 < plan.tableau->order;
     done_.assign(B_, T_ < 2);
     tries_.assign(B_, 0);
     accepted_rows_.assign(B_, 0);
@@ -143,13 +148,14 @@ class PerSamplePlanner : public Planner {
       accept[b] = 1.0;
       any = true;
       const double end = lands_[b] ? target(b) : tau_[b] + step.row_h[b];
-      if (backwards_) {
-        // Landed on its next observation: the observer's jump; then on to the one before.
+      if (stops_) {
+        // Landed on its next observation: served at the step's end (forwards) or the
+        // observer's jump (backwards); then on to the next one in the walk's direction.
         if (lands_[b]) {
           step.sample_obs.push_back({b, next_obs_[b], 1.0});
           tries_[b] = 0;
-          done_[b] = next_obs_[b] == 0;
-          --next_obs_[b];
+          done_[b] = next_obs_[b] == (backwards_ ? 0 : T_ - 1);
+          next_obs_[b] += backwards_ ? -1 : 1;
         }
         tau_[b] = end;
         continue;
@@ -181,9 +187,9 @@ class PerSamplePlanner : public Planner {
 
  private:
   double at(int64_t j, int64_t b) const { return times_[j * B_ + b]; }
-  // Where row b's steps must land next: its last time (forwards), its next observation
-  // (backwards).
-  double target(int64_t b) const { return at(backwards_ ? next_obs_[b] : T_ - 1, b); }
+  // Where row b's steps must land next: its last time (dense outputs), or its next
+  // observation (stops: backwards, and forwards with a low-order interpolant).
+  double target(int64_t b) const { return at(stops_ ? next_obs_[b] : T_ - 1, b); }
 
   // Hairer's initial step per row (as the shared planner's, each row on its own RMS):
   // f at the start (the system's stage 0) and one more evaluation on the batch.
@@ -235,7 +241,7 @@ class PerSamplePlanner : public Planner {
   std::vector<Controller> controllers_;
   int64_t moves_ = 0;  // steps in which some row moved: the system's stage-0 clock
   bool started_ = false;
-  bool backwards_;
+  bool backwards_, stops_ = false;
 };
 
 }  // namespace

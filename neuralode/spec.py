@@ -296,7 +296,10 @@ def _adaptive_plan(method: str, rtol, atol, options: dict, y0: Tensor, t: Tensor
             f"{'adjoint_rtol/adjoint_atol' if adjoint else 'rtol/atol'}: both are 0 for some element, so "
             "no step with any error could be accepted; give atol > 0 (the error allowed near zero)"
         )
-    per_sample = options.get("per_sample", False)
+    # Per-sample times (T, batch, 1) step each sample on its own unless per_sample=False
+    # asks for the shared clock (one step size in a normalized time; also where a callable
+    # norm needs the whole batch's error).
+    per_sample = options.get("per_sample", t.dim() == 3 and not callable(options.get("norm")))
     if not isinstance(per_sample, bool):
         raise ValueError(f"{name}: 'per_sample' must be True or False, got {per_sample!r}")
     if per_sample:
