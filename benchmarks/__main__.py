@@ -10,8 +10,9 @@ Suites (all by default, in this order; ``--suite`` may be repeated):
 * ``memory``: peak memory of the MNIST ODE block per gradient mode (``benchmarks/memory.py``);
 * ``nfe``: the paper's Figure 3 on the MNIST ODE-Net (``benchmarks/nfe.py``; its training
   panel needs ``--data-dir`` with the MNIST IDX files);
-* ``speed``: P1, P2, the MNIST block, the Euler spiral, a CNF and a solve until an event against
-  torchdiffeq, torchode and ``neuralode.reference`` (``benchmarks/speed.py``);
+* ``speed``: P1, P2, the MNIST block, the Euler spiral, a CNF, a solve until an event, per-sample
+  observation times and Van der Pol oscillators with a parameter per sample (per-sample steps)
+  against torchdiffeq, torchode and ``neuralode.reference`` (``benchmarks/speed.py``);
 * ``overhead``: solve time against NFE x the cost of f (``benchmarks/overhead.py``);
 * ``reference``: the fused adjoint against ``neuralode.reference`` (``benchmarks/spiral_reference.py``).
 

@@ -3,8 +3,9 @@
 #   1. build neuralode._C with the CUDA kernels, in place;
 #   2. run the test suite (the CUDA tests compare CUDA with CPU on the same inputs);
 #   3. run the GPU benchmarks, --device cuda: the fused adjoint against the reference; the
-#      speed suite (P1, P2, the MNIST block, the Euler spiral, the CNF, the event problem, against
-#      the peers that are installed) and the memory suite, both --quick;
+#      speed suite (P1, P2, the MNIST block, the Euler spiral, the CNF, the event problem, the
+#      irregular-times and Van der Pol per-sample problems, against the peers that are installed)
+#      and the memory suite, both --quick;
 #   4. with MNIST_DIR set (a folder with the four MNIST IDX files, carried to the machine):
 #      the mnist experiment's full ODE-Net run (5 epochs, batch 128) on the GPU;
 #   5. print a short table last.

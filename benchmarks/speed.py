@@ -1,7 +1,7 @@
 """Speed of neuralode against torchdiffeq 0.2.5, torchode 1.0.1 and the paper's reference, side by side.
 
-Every candidate solves the same problem with the same solver (float32, the same thread
-count) and the same initial weights (one seeded module used by all), and we time one
+Every candidate solves the same problem with the same solver (float32 unless the problem
+says otherwise, the same thread count) and the same initial weights (one seeded module used by all), and we time one
 forward + backward: ``zero_grad``, solve, loss, ``backward``. Candidates are timed in
 turn, repeat by repeat (``timing.interleaved``), after a warm-up; we report medians,
 the dynamics evaluations (NFE) of the forward and of the backward pass, the steps
@@ -45,6 +45,42 @@ Problems (their sizes are fixed; ``--quick`` only cuts the repeats):
   radius 2 around its start: about t = 9, after 10 steps), loss
   ``event_t + sum(y(event_t))``. torchode has no events and the reference no adaptive
   solver: not available here.
+* ``irregular`` (dopri5, rtol 1e-5, atol 1e-6): per-sample observation times. 128
+  four-dimensional states ``y0 ~ N(0, 1)``, each observed at its own 20 times (``t = 0``
+  and 19 sorted uniform draws in ``(0, 5]``; times of shape ``(20, 128, 1)``), dynamics an
+  MLP 4-64-4 with tanh (time-independent; PyTorch's initial weights and biases times 3,
+  so that the solution turns on time scales of ~0.1-1 instead of drifting), loss the
+  mean of ``z^2`` over every sample's observations.
+* ``vdp`` (dopri5, rtol 1e-6, atol 1e-6, float64): 256 Van der Pol oscillators, state
+  ``(x, v)``, ``dx/dt = v``, ``dv/dt = mu_b (1 - x^2) v - x`` with a learnable ``mu`` of
+  256 values spread evenly over ``[0.5, 10]`` (the stiff samples need ~10x the steps
+  of the mild ones), ``(x, v)(0)`` uniform in ``[-2, 2]^2``, 20 times ``linspace(0,
+  10)`` shared by every sample, loss the mean of ``x^2`` and ``v^2`` over all
+  observations; the gradient is ``dL/dmu``.
+
+  For these two problems the candidates are neuralode's per-sample steps
+  (``options={"per_sample": True}``: each sample its own step size, error ratio and
+  accept / reject, f called on the whole batch with ``t`` of shape ``(batch, 1)``) with
+  each gradient mode, and its shared mode (no ``per_sample``: one step size for the
+  batch; with per-sample times in a normalized time that restarts at every
+  observation) with backprop and adjoint; ``torchode AutoDiffAdjoint`` (per-sample
+  steps, autograd through the loop), ``torchode BacksolveAdjoint`` (per-sample steps
+  forward and backward, per-sample vector-Jacobian products by ``torch.func.vmap``;
+  ``vdp`` passes one-hot rows as its vmapped ``args`` so that each sample reads its own
+  ``mu``) and ``torchode JointBacksolveAdjoint`` (the batch as one state: one step size,
+  so only for times shared by every sample); torchdiffeq's ``odeint`` and
+  ``odeint_adjoint`` with one step size for the batch (``irregular``: on the union of
+  every sample's times, each sample read at its own; ``odeint_adjoint`` there would
+  solve each of the ~2,400 intervals of that union backwards on its own and is left
+  out). A second table gives per sample: f evaluations (every library evaluates every
+  row of the batch at each call, torchode's ``n_f_evals`` included), accepted steps
+  (max / mean over samples; neuralode's per-sample count from the per-row step starts
+  its step callback sees, torchode's ``n_accepted``; one step size: the batch's) and the
+  iterations of the batched loop; and the error of every sample against a tight solve
+  (neuralode's shared mode, dopri5, rtol = atol = 1e-10, float64, backprop; computed
+  once, untimed): the worst sample's largest error, the largest of each sample's error
+  in units of its own tolerance ``atol + rtol max|y_b|`` (is each sample within the
+  tolerance on its own?), and the relative error of the gradient.
 
 Candidates: ``neuralode adjoint`` (``neuralode.odeint_adjoint``), ``neuralode
 backprop`` and ``neuralode checkpoint`` (``neuralode.odeint(..., gradient=...)``),
@@ -56,13 +92,15 @@ or ``torchdiffeq.odeint_adjoint)``, the adjoint and checkpoint candidates with
 ``IntegralController``, or ``Euler`` with ``FixedStepController``; autograd through
 the solver; per-sample step sizes), and ``reference adjoint``
 (``neuralode.reference.NeuralODE``, the paper tutorial's Euler + adjoint in plain
-PyTorch; fixed-step Euler problems only). A candidate that is not importable, does
-not apply or raises is reported as "not available: <reason>" and the others still run.
+PyTorch; fixed-step Euler problems only); for ``irregular`` and ``vdp`` those listed
+with them. A candidate that is not importable, does not apply or raises (e.g. a
+gradient mode that per-sample steps do not support yet) is reported as "not
+available: <reason>" and the others still run.
 
 Run::
 
-    python -m benchmarks.speed [--problem P1|P2|MNIST|spiral|CNF|event|all] [--repeats N] [--quick]
-                               [--device cpu|cuda] [--out DIR]
+    python -m benchmarks.speed [--problem P1|P2|MNIST|spiral|CNF|event|irregular|vdp|all]
+                               [--repeats N] [--quick] [--device cpu|cuda] [--out DIR]
 
 It prints a markdown table per problem and writes ``DIR/speed_<problem>_<device>.json``
 (default ``DIR``: ``benchmarks/results``) with every time, NFE, step count, the
@@ -70,12 +108,14 @@ library statistics, and a correctness cross-check (each candidate's loss, and th
 largest difference of the first parameter's gradient to torchdiffeq's backprop,
 relative to the largest entry of the latter; the event problem also each candidate's
 event time, its difference to torchdiffeq's backprop, and the evaluations of the event
-function in each pass).
+function in each pass; ``irregular`` and ``vdp`` also the largest difference of the
+solution to torchdiffeq's backprop and the per-sample counts and errors above).
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import json
 import math
@@ -116,12 +156,31 @@ TINY_FIXED_PROBLEM = "spiral-tiny"
 TINY_CNF_PROBLEM = "CNF-tiny"
 #: A small event problem for smoke tests: MLP 2-16-16-2 (the event about t = 6.3, 7 steps).
 TINY_EVENT_PROBLEM = "event-tiny"
+#: A small irregular problem for smoke tests: batch 8, 5 times per sample, MLP 4-16-4.
+TINY_IRREGULAR_PROBLEM = "irregular-tiny"
+#: A small Van der Pol problem for smoke tests: batch 8, 4 times in [0, 1.5].
+TINY_VDP_PROBLEM = "vdp-tiny"
 TINY_REPEATS = 1
 #: Every problem, in the order ``--problem all`` runs them.
-PROBLEMS = ("P1", "P2", "MNIST", "spiral", "CNF", "event")
+PROBLEMS = ("P1", "P2", "MNIST", "spiral", "CNF", "event", "irregular", "vdp")
+#: The tiny problems of ``run(tiny=True)``, in that order.
+TINY_PROBLEMS = (TINY_PROBLEM, TINY_FIXED_PROBLEM, TINY_CNF_PROBLEM, TINY_EVENT_PROBLEM, TINY_IRREGULAR_PROBLEM,
+                 TINY_VDP_PROBLEM)
 #: The event problem's radius: the event is where the state leaves the disc of this
 #: radius around its start.
 EVENT_RADIUS = 2.0
+#: The irregular problem's factor on PyTorch's initial weights and biases: with it the
+#: states move ~5 per unit time through tanh features of width ~1/3, so each trajectory
+#: turns on time scales of ~0.1-1 (with the default init it drifts almost straight).
+IRREGULAR_INIT_SCALE = 3.0
+#: The Van der Pol problem's solver: float64, rtol = atol = 1e-6.
+VDP_SOLVER = {"method": METHOD, "rtol": 1e-6, "atol": 1e-6}
+#: The range of the Van der Pol problem's mu (evenly spread over the batch).
+VDP_MU = (0.5, 10.0)
+#: The tolerance of the tight float64 solve the per-sample problems' errors are measured
+#: against. Its own error, against dopri8 at 1e-12 on ``vdp``, is ~1e-6 in the states and
+#: relative ~1e-6 in dL/dmu: far below the candidates' (~1e-4 and more).
+TIGHT_TOL = 1e-10
 
 #: The candidate every gradient and loss is compared with.
 REFERENCE = "torchdiffeq backprop"
@@ -136,6 +195,20 @@ CANDIDATES = (
     "reference adjoint",
 )
 
+#: The candidates of the per-sample problems (``Problem.per_sample``).
+PER_SAMPLE_CANDIDATES = (
+    "neuralode per-sample backprop",
+    "neuralode per-sample adjoint",
+    "neuralode per-sample checkpoint",
+    "neuralode shared backprop",
+    "neuralode shared adjoint",
+    "torchdiffeq adjoint",
+    "torchdiffeq backprop",
+    "torchode AutoDiffAdjoint",
+    "torchode BacksolveAdjoint",
+    "torchode JointBacksolveAdjoint",
+)
+
 #: (label, peer, neuralode mode): reported as time(peer) / time(neuralode mode).
 RATIOS = (
     ("torchdiffeq odeint_adjoint / neuralode adjoint", "torchdiffeq adjoint", "neuralode adjoint"),
@@ -144,6 +217,27 @@ RATIOS = (
     ("torchdiffeq odeint / neuralode checkpoint", "torchdiffeq backprop", "neuralode checkpoint"),
     ("torchode AutoDiffAdjoint / neuralode checkpoint", "torchode AutoDiffAdjoint", "neuralode checkpoint"),
     ("reference adjoint / neuralode adjoint", "reference adjoint", "neuralode adjoint"),
+)
+
+#: The ratios of the per-sample problems: per-sample steps against torchode's (which steps
+#: per sample too) and against one step size for the batch (neuralode's shared mode,
+#: torchdiffeq); the shared mode against its peers.
+PER_SAMPLE_RATIOS = (
+    ("torchode AutoDiffAdjoint / neuralode per-sample backprop", "torchode AutoDiffAdjoint",
+     "neuralode per-sample backprop"),
+    ("torchode BacksolveAdjoint / neuralode per-sample adjoint", "torchode BacksolveAdjoint",
+     "neuralode per-sample adjoint"),
+    ("torchode AutoDiffAdjoint / neuralode per-sample checkpoint", "torchode AutoDiffAdjoint",
+     "neuralode per-sample checkpoint"),
+    ("torchdiffeq odeint / neuralode per-sample backprop", "torchdiffeq backprop", "neuralode per-sample backprop"),
+    ("torchdiffeq odeint_adjoint / neuralode per-sample adjoint", "torchdiffeq adjoint",
+     "neuralode per-sample adjoint"),
+    ("neuralode shared backprop / neuralode per-sample backprop", "neuralode shared backprop",
+     "neuralode per-sample backprop"),
+    ("torchdiffeq odeint / neuralode shared backprop", "torchdiffeq backprop", "neuralode shared backprop"),
+    ("torchdiffeq odeint_adjoint / neuralode shared adjoint", "torchdiffeq adjoint", "neuralode shared adjoint"),
+    ("torchode JointBacksolveAdjoint / neuralode shared adjoint", "torchode JointBacksolveAdjoint",
+     "neuralode shared adjoint"),
 )
 
 
@@ -247,6 +341,89 @@ def _event_loss(out) -> Tensor:
     return event_t.reshape(()) + ys[-1].sum()
 
 
+class CountedTanhMLP(Counted):
+    """MLP ``dim``-``hidden``-``dim`` with tanh, time-independent; ``scale`` multiplies every
+    weight and bias of PyTorch's initialization (faster, more curved dynamics)."""
+
+    def __init__(self, dim: int = 4, hidden: int = 64, scale: float = 1.0):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(dim, hidden), nn.Tanh(), nn.Linear(hidden, dim))
+        with torch.no_grad():
+            for p in self.net.parameters():
+                p.mul_(scale)
+
+    def forward(self, t: Tensor, z: Tensor) -> Tensor:
+        self.nfe += 1
+        return self.net(z)
+
+
+class CountedVanDerPol(Counted):
+    """Van der Pol oscillators, one per sample: state ``(x, v)``, ``dx/dt = v``,
+    ``dv/dt = mu_b (1 - x^2) v - x``, with ``mu`` (one value per sample) a parameter."""
+
+    def __init__(self, mu: Tensor):
+        super().__init__()
+        self.mu = nn.Parameter(mu)
+
+    def forward(self, t: Tensor, z: Tensor, rows: Optional[Tensor] = None) -> Tensor:
+        """``f(t, z)`` for ``z`` of shape ``(batch, 2)``, or of one sample ``(2,)`` with ``rows``
+        its one-hot row (torchode's BacksolveAdjoint evaluates one sample at a time under
+        ``vmap``, where the parameters are not batched: the row picks the sample's mu)."""
+        self.nfe += 1
+        mu = self.mu if rows is None else rows @ self.mu
+        x, v = z[..., 0], z[..., 1]
+        return torch.stack([v, mu * (1 - x * x) * v - x], dim=-1)
+
+
+class TorchodeDynamics(nn.Module):
+    """Counted dynamics as torchode calls them, on flat states: batched (``y`` of shape
+    ``(batch, features)``, ``t`` of shape ``(batch,)``) or one sample (``y`` of shape
+    ``(features,)``, ``t`` 0-d: BacksolveAdjoint's per-sample VJPs under ``vmap``), with
+    torchode's ``args`` passed on when given. A module, not a closure: BacksolveAdjoint
+    differentiates the parameters of ``term.f`` with ``torch.func``."""
+
+    def __init__(self, func: nn.Module, state_shape):
+        super().__init__()
+        self.func = func
+        self.state_shape = tuple(state_shape)
+
+    def forward(self, t: Tensor, y: Tensor, args=None) -> Tensor:
+        extra = () if args is None else (args,)
+        if y.dim() == 1:
+            return self.func(t, y.view(self.state_shape), *extra).flatten()
+        batch = y.shape[0]
+        t = t.view(batch, *([1] * len(self.state_shape)))
+        return self.func(t, y.view(batch, *self.state_shape), *extra).flatten(1)
+
+
+class RowSteps:
+    """neuralode's ``callback_step`` while a per-sample solve is profiled: records each
+    attempt's per-row start times and step sizes (``(batch, 1)`` with per-sample steps) to
+    count each sample's accepted steps, which ``SolverStats`` does not give (its counts are
+    of the batched loop). A row's start moves only when its step was accepted; after its
+    last observation its step size is 0; the loop's last attempt is accepted for every row
+    still moving (else it would go on)."""
+
+    def __init__(self):
+        self.reset()
+
+    def reset(self) -> None:
+        """Forgets the attempts recorded so far (before a new solve)."""
+        self.t0: List[Tensor] = []
+        self.dt: List[Tensor] = []
+
+    def __call__(self, t0: Tensor, y0, dt: Tensor) -> None:
+        self.t0.append(t0.detach().reshape(-1).clone())
+        self.dt.append(dt.detach().reshape(-1).clone())
+
+    def accepted(self) -> Optional[Tensor]:
+        """Accepted steps per sample (shape ``(batch,)``), or None when nothing per row was seen."""
+        if not self.t0 or self.t0[0].numel() < 2:
+            return None
+        t0, dt = torch.stack(self.t0), torch.stack(self.dt)  # (attempts, batch)
+        return (t0[1:] != t0[:-1]).sum(0) + (dt[-1] != 0).long()
+
+
 def _spiral_dynamics(libs):
     """The paper's ``TestODEF`` with the tutorial's A, B, x0 (float64)."""
     A = torch.tensor([[-0.1, -1.0], [1.0, -0.1]], dtype=torch.float64)
@@ -306,10 +483,27 @@ class Problem:
     #: An event problem: the candidates solve with their library's ``odeint_event`` from
     #: ``t[0]`` until this function changes sign.
     event_fn: Optional[CountedEvent] = None
+    dtype: torch.dtype = DTYPE
+    #: A per-sample problem: the candidates of ``PER_SAMPLE_CANDIDATES``; ``t`` is (T,) or
+    #: per sample (T, batch, 1).
+    per_sample: bool = False
+    #: The per-sample problems' tight float64 solve (``_tight_reference``): ``ys`` and the
+    #: first parameter's ``grad``, or ``error``.
+    tight: Optional[dict] = None
+    #: torchode's ``args`` for BacksolveAdjoint, vmapped over the batch (``vdp``: one-hot rows).
+    torchode_args: Optional[Tensor] = None
 
     @property
     def fixed_step(self) -> bool:
         return "step" in self.solver
+
+    @property
+    def candidates(self) -> Tuple[str, ...]:
+        return PER_SAMPLE_CANDIDATES if self.per_sample else CANDIDATES
+
+    @property
+    def ratios(self) -> tuple:
+        return PER_SAMPLE_RATIOS if self.per_sample else RATIOS
 
 
 def solver_text(solver: dict) -> str:
@@ -317,6 +511,34 @@ def solver_text(solver: dict) -> str:
     if "step" in solver:
         return f"{solver['method']}, fixed step {solver['step']:g}"
     return f"{solver['method']}, rtol {solver['rtol']:g}, atol {solver['atol']:g}"
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).replace("torch.", "")
+
+
+def _tight_reference(func: nn.Module, y0: Tensor, t: Tensor, loss: Callable, libs) -> dict:
+    """The per-sample problems' oracle, computed once and untimed: neuralode's shared mode
+    (one step size for the batch: not the per-sample code under test), dopri5 at rtol =
+    atol = ``TIGHT_TOL`` in float64 on a float64 copy of ``func``, backprop. Returns the
+    solution ``ys`` at the observations, the first parameter's gradient ``grad``, the loss
+    and the work done; or ``{"error": ...}`` when neuralode cannot be imported."""
+    nlo = libs["neuralode"]
+    if isinstance(nlo, str):
+        return {"error": nlo}
+    model = copy.deepcopy(func).double()
+    stats = nlo.SolverStats()
+    ys = nlo.odeint(model, y0.double(), t.double(), method=METHOD, rtol=TIGHT_TOL, atol=TIGHT_TOL, stats=stats)
+    value = loss(ys)
+    value.backward()
+    return {
+        "ys": ys.detach(),
+        "grad": next(model.parameters()).grad.detach().clone(),
+        "loss": float(value.detach()),
+        "solver": f"neuralode shared mode, {METHOD}, rtol = atol = {TIGHT_TOL:g}, float64, backprop",
+        "nfe_forward": stats.nfe_forward,
+        "steps": {"accepted": stats.steps_accepted, "rejected": stats.steps_rejected},
+    }
 
 
 def build_problem(name: str, device: str, libs) -> Problem:
@@ -481,6 +703,63 @@ def build_problem(name: str, device: str, libs) -> Problem:
         return Problem(name, func.to(device), y0, t.to(device), _event_loss, desc,
                        explicit_adjoint_params=True, event_fn=event_fn)
 
+    if name in ("irregular", TINY_IRREGULAR_PROBLEM):
+        # TINY_IRREGULAR_PROBLEM: shrunk for smoke tests (batch 8, 5 times, MLP 4-16-4).
+        batch, n_times, hidden = (128, 20, 64) if name == "irregular" else (8, 5, 16)
+        t_end = 5.0
+        gen = torch.Generator().manual_seed(0)
+        y0 = torch.randn(batch, 4, generator=gen, dtype=DTYPE)
+        # Every sample starts at t = 0 (torchdiffeq can then solve the batch on the union of
+        # the times); the others are the sample's own.
+        later = torch.sort(t_end * (1.0 - torch.rand(n_times - 1, batch, 1, generator=gen, dtype=DTYPE)), dim=0).values
+        t = torch.cat([torch.zeros(1, batch, 1, dtype=DTYPE), later]).to(device)
+        torch.manual_seed(1)
+        func = CountedTanhMLP(dim=4, hidden=hidden, scale=IRREGULAR_INIT_SCALE).to(device)
+        y0 = y0.to(device)
+        loss = lambda ys: ys.pow(2).mean()  # noqa: E731
+        desc = {
+            "name": name,
+            "summary": f"batch {batch} of 4-D states, each observed at its own {n_times} times in [0, {t_end:g}] "
+            f"(per-sample times), MLP 4-{hidden}-4 tanh dynamics (init x{IRREGULAR_INIT_SCALE:g}), "
+            "loss mean(z^2) over the observations",
+            "batch": batch,
+            "state_dim": 4,
+            "observation_times": f"per sample, shape ({n_times}, {batch}, 1): 0, then {n_times - 1} sorted "
+            f"uniform draws in (0, {t_end:g}], torch.Generator seed 0",
+            "union_of_times": int(torch.unique(t).numel()),
+            "y0": "N(0, 1), torch.Generator seed 0 (drawn before the times)",
+            "model": f"MLP 4-{hidden}-4 with tanh, time-independent, torch.manual_seed(1) init, every weight and "
+            f"bias x{IRREGULAR_INIT_SCALE:g}",
+            "loss": "mean(z^2) over every sample's observations",
+        }
+        return Problem(name, func, y0, t, loss, desc, dtype=DTYPE, per_sample=True,
+                       tight=_tight_reference(func, y0, t, loss, libs))
+
+    if name in ("vdp", TINY_VDP_PROBLEM):
+        # TINY_VDP_PROBLEM: shrunk for smoke tests (batch 8, 4 times in [0, 1.5]).
+        batch, n_times, t_end = (256, 20, 10.0) if name == "vdp" else (8, 4, 1.5)
+        dtype = torch.float64
+        gen = torch.Generator().manual_seed(0)
+        y0 = (torch.rand(batch, 2, generator=gen, dtype=dtype) * 4.0 - 2.0).to(device)
+        t = torch.linspace(0.0, t_end, n_times, dtype=dtype, device=device)
+        func = CountedVanDerPol(torch.linspace(*VDP_MU, batch, dtype=dtype)).to(device)
+        loss = lambda ys: ys.pow(2).mean()  # noqa: E731
+        desc = {
+            "name": name,
+            "summary": f"{batch} Van der Pol oscillators with a learnable mu each in [{VDP_MU[0]:g}, {VDP_MU[1]:g}], "
+            f"{n_times} shared times in [0, {t_end:g}], float64, loss mean(z^2) over the observations",
+            "batch": batch,
+            "state": "(x, v), dx/dt = v, dv/dt = mu_b (1 - x^2) v - x",
+            "mu": f"parameter, linspace({VDP_MU[0]:g}, {VDP_MU[1]:g}, {batch}), one value per sample",
+            "observation_times": f"linspace(0, {t_end:g}, {n_times}), the same for every sample",
+            "y0": "uniform in [-2, 2]^2, torch.Generator seed 0",
+            "dtype": "float64",
+            "loss": "mean(z^2) over all observations; gradient dL/dmu",
+        }
+        return Problem(name, func, y0, t, loss, desc, dict(VDP_SOLVER), dtype=dtype, per_sample=True,
+                       tight=_tight_reference(func, y0, t, loss, libs),
+                       torchode_args=torch.eye(batch, dtype=dtype, device=device))
+
     raise ValueError(f"unknown problem {name!r}")
 
 
@@ -493,6 +772,8 @@ Solve = Callable[[Optional[dict]], Tensor]
 
 def make_candidates(problem: Problem, libs) -> Dict[str, object]:
     """name -> solve function, or "not available: ..." (a string)."""
+    if problem.per_sample:
+        return _per_sample_candidates(problem, libs)
     func, y0, t, loss = problem.func, problem.y0, problem.t, problem.loss
     event_fn = problem.event_fn
     out: Dict[str, object] = {}
@@ -559,7 +840,7 @@ def make_candidates(problem: Problem, libs) -> Dict[str, object]:
             dt0 = torch.full((batch,), problem.solver["step"], dtype=y0.dtype, device=y0.device)
         else:
             step_method = tode.Dopri5(term=term)
-            controller = tode.IntegralController(atol=ATOL, rtol=RTOL, term=term)
+            controller = tode.IntegralController(atol=problem.solver["atol"], rtol=problem.solver["rtol"], term=term)
             dt0 = None
         solver = tode.AutoDiffAdjoint(step_method, controller)
         t_eval = t.unsqueeze(0).repeat(batch, 1)
@@ -592,6 +873,128 @@ def make_candidates(problem: Problem, libs) -> Dict[str, object]:
 
         out[name] = solve
     return out
+
+
+def _per_sample_candidates(problem: Problem, libs) -> Dict[str, object]:
+    """The per-sample problems' candidates (``PER_SAMPLE_CANDIDATES``): name -> solve
+    function, or "not available: ..." (a string). Each solve, while profiled, also records
+    its solution at the observations, ``(T, batch, *state)``, for the per-sample errors."""
+    func, y0, t, loss = problem.func, problem.y0, problem.t, problem.loss
+    kwargs = solver_kwargs(problem.solver)
+    batch, state_shape = y0.shape[0], y0.shape[1:]
+    per_sample_times = t.dim() == 3
+    out: Dict[str, object] = {}
+
+    nlo = libs["neuralode"]
+    for name, options, mode in (
+        ("neuralode per-sample backprop", {"per_sample": True}, "backprop"),
+        ("neuralode per-sample adjoint", {"per_sample": True}, "adjoint"),
+        ("neuralode per-sample checkpoint", {"per_sample": True}, "checkpoint"),
+        ("neuralode shared backprop", None, "backprop"),
+        ("neuralode shared adjoint", None, "adjoint"),
+    ):
+        if isinstance(nlo, str):
+            out[name] = nlo
+            continue
+
+        # A mode that per-sample steps do not support raises ValueError at the first call:
+        # run_problem reports it as "not available" with the library's message.
+        def solve(collect, options=options, mode=mode):
+            extra = {}
+            if collect is not None and collect.get("use_stats", False):
+                extra["stats"] = collect["neuralode_stats"] = nlo.SolverStats()
+            if mode == "adjoint":
+                ys = nlo.odeint_adjoint(func, y0, t, options=options, **kwargs, **extra)
+            else:
+                ys = nlo.odeint(func, y0, t, options=options, gradient=mode, **kwargs, **extra)
+            return _observed(ys, collect, loss)
+
+        out[name] = solve
+
+    tdq = libs["torchdiffeq"]
+    if per_sample_times and not isinstance(tdq, str):
+        # torchdiffeq has one time axis: solve on the union of every sample's times and read
+        # each sample at its own (the first time, 0, is every sample's).
+        union = torch.unique(t)
+        index = torch.searchsorted(union, t[..., 0].contiguous())  # (T, batch)
+        rows = torch.arange(batch, device=y0.device)
+    for name, fn_name in (("torchdiffeq adjoint", "odeint_adjoint"), ("torchdiffeq backprop", "odeint")):
+        if isinstance(tdq, str):
+            out[name] = tdq
+            continue
+        if per_sample_times and fn_name == "odeint_adjoint":
+            out[name] = (
+                f"not available: torchdiffeq has no per-sample times, and on the union of the samples' times "
+                f"({union.numel()} of them) odeint_adjoint solves each of its {union.numel() - 1} intervals "
+                "backwards on its own: too slow to time here (odeint runs on that union)"
+            )
+            continue
+
+        def solve(collect, fn=getattr(tdq, fn_name)):
+            if per_sample_times:
+                ys = fn(func, y0, union, **kwargs)[index, rows]
+            else:
+                ys = fn(func, y0, t, **kwargs)
+            return _observed(ys, collect, loss)
+
+        out[name] = solve
+
+    tode = libs["torchode"]
+    names = ("torchode AutoDiffAdjoint", "torchode BacksolveAdjoint", "torchode JointBacksolveAdjoint")
+    if isinstance(tode, str):
+        out.update({name: tode for name in names})
+        return out
+    rtol, atol = problem.solver["rtol"], problem.solver["atol"]
+    dynamics = TorchodeDynamics(func, state_shape)
+    term = tode.ODETerm(dynamics)
+    args = problem.torchode_args
+    # BacksolveAdjoint vmaps its vector-Jacobian products over the samples with the
+    # parameters unbatched: per-sample parameters are read through the vmapped args.
+    args_term = term if args is None else tode.ODETerm(dynamics, with_args=True)
+    adjoints = {
+        "torchode AutoDiffAdjoint": (
+            tode.AutoDiffAdjoint(tode.Dopri5(term=term), tode.IntegralController(atol=atol, rtol=rtol, term=term)),
+            None,
+        ),
+        "torchode BacksolveAdjoint": (
+            tode.BacksolveAdjoint(args_term, tode.Dopri5(term=args_term),
+                                  tode.IntegralController(atol=atol, rtol=rtol, term=args_term),
+                                  vmap_args_dims=None if args is None else 0),
+            args,
+        ),
+    }
+    if per_sample_times:
+        out["torchode JointBacksolveAdjoint"] = (
+            "not available: torchode's JointBacksolveAdjoint solves the batch as one state, so every sample "
+            "must be observed at the same times (up to an affine map); these are each sample's own"
+        )
+    else:
+        adjoints["torchode JointBacksolveAdjoint"] = (
+            tode.JointBacksolveAdjoint(term, tode.Dopri5(term=None), tode.IntegralController(atol=atol, rtol=rtol)),
+            None,
+        )
+    t_eval = t[..., 0].T.contiguous() if per_sample_times else t.unsqueeze(0).repeat(batch, 1)
+    y0_flat = y0.flatten(1)
+
+    for name, (adjoint, solve_args) in adjoints.items():
+
+        def solve(collect, adjoint=adjoint, solve_args=solve_args):
+            sol = adjoint.solve(tode.InitialValueProblem(y0=y0_flat, t_eval=t_eval), args=solve_args)
+            if collect is not None:
+                collect["torchode_solution"] = sol
+            ys = sol.ys.transpose(0, 1)  # (batch, T, features) -> (T, batch, features)
+            return _observed(ys.reshape(ys.shape[0], batch, *state_shape), collect, loss)
+
+        out[name] = solve
+    return out
+
+
+def _observed(ys: Tensor, collect: Optional[dict], loss: Callable) -> Tensor:
+    """The loss of a solution at the observations; while profiled (``collect`` given) also
+    records the solution, for the per-sample errors and the cross-check."""
+    if collect is not None:
+        collect["ys"] = ys.detach()
+    return loss(ys)
 
 
 def _event_solved(out, collect: Optional[dict], loss: Callable) -> Tensor:
@@ -646,13 +1049,23 @@ def _profile_once(name: str, solve: Solve, problem: Problem, libs) -> dict:
             library_stats = "not available: neuralode has no SolverStats"
 
     event_fn = problem.event_fn
+    # Each sample's accepted steps of neuralode's per-sample mode, from its step callback:
+    # set on the dynamics for this untimed solve only.
+    row_steps = RowSteps() if name.startswith("neuralode per-sample") else None
 
     def forward(collect):
         func.zero_grad(set_to_none=True)
         func.reset_counters()
         if event_fn is not None:
             event_fn.calls = 0
-        return solve(collect)
+        if row_steps is not None:
+            row_steps.reset()
+            func.callback_step = row_steps
+        try:
+            return solve(collect)
+        finally:
+            if row_steps is not None:
+                del func.callback_step
 
     try:
         loss = forward(collect)
@@ -704,6 +1117,7 @@ def _profile_once(name: str, solve: Solve, problem: Problem, libs) -> dict:
         library_stats = {
             "status_all_success": bool((sol.status == 0).all()),
             "n_f_evals": _plain(sol.stats["n_f_evals"].max()),
+            "n_f_evals_mean": float(sol.stats["n_f_evals"].double().mean()),
             "n_steps_max": _plain(n_steps.max()),
             "n_steps_mean": float(n_steps.double().mean()),
             "n_accepted_min": _plain(n_acc.min()),
@@ -715,10 +1129,78 @@ def _profile_once(name: str, solve: Solve, problem: Problem, libs) -> dict:
             "iterations": library_stats["n_steps_max"],
             "accepted_per_sample_max": library_stats["n_accepted_max"],
         }
+        # torchode's backsolves add the stats of their backward solves (one per observation
+        # interval) to the forward's stats during backward.
+        backsolves = sol.stats.get("backsolve")
+        if backsolves:
+            iterations = sum(int(b["n_steps"].max()) for b in backsolves)
+            library_stats["backsolve_solves"] = len(backsolves)
+            library_stats["backsolve_iterations"] = iterations
+            result["steps_backward"] = {"iterations": iterations}
     result["library_stats"] = library_stats
+    if problem.per_sample:
+        result["per_sample"] = _per_sample_counts(result, collect, row_steps)
+        if "ys" in collect and problem.tight and "ys" in problem.tight:
+            result["accuracy"] = _accuracy(collect["ys"], func, problem)
+    result["_ys"] = collect.get("ys")
     first = next(func.parameters())
     result["_grad"] = None if first.grad is None else first.grad.detach().clone()
     return result
+
+
+def _per_sample_counts(result: dict, collect: dict, row_steps: Optional[RowSteps]) -> dict:
+    """A per-sample problem's counts per sample of one candidate's forward solve: f
+    evaluations (every library evaluates every row at each call: torchode's ``n_f_evals``,
+    otherwise the batched calls), accepted steps (max and mean over the samples; one step
+    size for the batch: the batch's) and the iterations of the batched loop."""
+    nfe = result["nfe_forward"]
+    out = {"f_evals_max": nfe, "f_evals_mean": float(nfe), "accepted_max": None, "accepted_mean": None,
+           "iterations": None}
+    if "torchode_solution" in collect:
+        stats = result["library_stats"]
+        out.update(f_evals_max=stats["n_f_evals"], f_evals_mean=stats["n_f_evals_mean"],
+                   accepted_max=stats["n_accepted_max"], accepted_mean=stats["n_accepted_mean"],
+                   iterations=stats["n_steps_max"])
+        return out
+    steps = result.get("steps_forward")
+    if steps and "accepted" in steps:
+        out["iterations"] = steps["accepted"] + (steps.get("rejected") or 0)
+        out["accepted_max"], out["accepted_mean"] = steps["accepted"], float(steps["accepted"])
+    rows = row_steps.accepted() if row_steps is not None else None
+    if rows is not None:
+        out["accepted_max"], out["accepted_mean"] = int(rows.max()), float(rows.double().mean())
+    return out
+
+
+def _accuracy(ys: Tensor, func: nn.Module, problem: Problem) -> dict:
+    """One candidate's errors against the problem's tight solve: each sample's largest
+    error over its observations and state (the worst sample's, its index, and the
+    median sample's); the largest over the samples of that error in units of the sample's
+    tolerance ``atol + rtol max|y_b|`` (``y_b`` the sample's tight solution at its
+    observations; a global error, so a few units are normal, but not orders of magnitude
+    more than the other samples'); and the relative error of the first parameter's
+    gradient, ``max |g - g_tight| / max |g_tight|``."""
+    tight = problem.tight
+    ref = tight["ys"]
+    batch = ref.shape[1]
+    err = (ys.to(ref.dtype) - ref).abs().transpose(0, 1).reshape(batch, -1)
+    per_sample = err.amax(1)
+    size = ref.abs().transpose(0, 1).reshape(batch, -1).amax(1)
+    units = per_sample / (problem.solver["atol"] + problem.solver["rtol"] * size)
+    worst = int(per_sample.argmax())
+    out = {
+        "worst_sample": worst,
+        "worst_sample_max_abs_err": float(per_sample[worst]),
+        "median_sample_max_abs_err": float(per_sample.median()),
+        "max_err_over_tolerance": float(units.max()),
+        "max_err_over_tolerance_sample": int(units.argmax()),
+        "grad_rel_err": None,
+    }
+    grad = next(func.parameters()).grad
+    if grad is not None:
+        g_ref = tight["grad"]
+        out["grad_rel_err"] = float((grad.to(g_ref.dtype) - g_ref).abs().max() / g_ref.abs().max())
+    return out
 
 
 def _steps_text(r: dict) -> str:
@@ -745,7 +1227,7 @@ def run_problem(problem_name: str, repeats: int, device: str, out_dir: str, libs
 
     results: Dict[str, dict] = {}
     timed: Dict[str, Callable[[], None]] = {}
-    for name in CANDIDATES:
+    for name in problem.candidates:
         solve = solves[name]
         if isinstance(solve, str):
             results[name] = {"available": False, "error": solve}
@@ -770,7 +1252,7 @@ def run_problem(problem_name: str, repeats: int, device: str, out_dir: str, libs
 
     # Correctness cross-check against torchdiffeq's backprop (or the first available).
     ref_name = REFERENCE if results.get(REFERENCE, {}).get("available") else next(
-        (n for n in CANDIDATES if results[n].get("available")), None
+        (n for n in problem.candidates if results[n].get("available")), None
     )
     if ref_name is not None:
         ref = results[ref_name]
@@ -785,35 +1267,49 @@ def run_problem(problem_name: str, repeats: int, device: str, out_dir: str, libs
                 r["grad_max_rel_diff"] = float((g - g_ref).abs().max() / g_ref.abs().max())
             if problem.event_fn is not None:
                 r["event_t_abs_diff"] = abs(r["event_t"] - ref["event_t"])
+            if r.get("_ys") is not None and ref.get("_ys") is not None:
+                r["solution_max_abs_diff"] = float((r["_ys"] - ref["_ys"]).abs().max())
     for r in results.values():
         r.pop("_grad", None)
+        r.pop("_ys", None)
 
     ratios = {}
-    for label, peer, mode in RATIOS:
+    for label, peer, mode in problem.ratios:
         missing = [n for n in (peer, mode) if "median_seconds" not in results[n]]
         if missing:
             ratios[label] = f"not available: {', '.join(missing)} not available"
         else:
             ratios[label] = results[peer]["median_seconds"] / results[mode]["median_seconds"]
 
+    if problem.per_sample:
+        notes = (
+            "neuralode per-sample: options per_sample=True, each sample its own step size, RMS error norm "
+            "over its row, accept/reject; neuralode shared: one step size for the batch, RMS error norm over "
+            "the batch (per-sample times: in a normalized time that restarts at every observation); "
+            "torchdiffeq: one step size for the batch (per-sample times: on the union of all samples' "
+            "times); torchode: per-sample step sizes and error norms (IntegralController), not compiled; "
+            "BacksolveAdjoint: per-sample backward solves, one per observation interval, per-sample VJPs by "
+            "torch.func.vmap; JointBacksolveAdjoint: the batch as one state; NFE: batched calls of f; "
+            "neuralode: timed without stats="
+        )
+    elif problem.fixed_step:
+        notes = (
+            "fixed steps: neuralode and the reference split every observation interval into equal "
+            "steps of at most `step` (options max_step); torchdiffeq steps on a uniform grid of "
+            "`step` (options step_size; the observation times lie on it); torchode Euler with "
+            "FixedStepController and dt0 = step; neuralode: timed without stats="
+        )
+    else:
+        notes = (
+            "torchdiffeq: one step size for the whole batch, RMS error norm over the batch "
+            "(adjoint: default adjoint options, same tolerances); torchode: per-sample step sizes and "
+            "error norms (IntegralController), not compiled; neuralode: timed without stats="
+        )
     result = {
         "benchmark": "speed",
         "suite": "speed",
         "problem": problem.description,
-        "solver": {
-            **problem.solver,
-            "dtype": "float32",
-            "notes": (
-                "fixed steps: neuralode and the reference split every observation interval into equal "
-                "steps of at most `step` (options max_step); torchdiffeq steps on a uniform grid of "
-                "`step` (options step_size; the observation times lie on it); torchode Euler with "
-                "FixedStepController and dt0 = step; neuralode: timed without stats="
-                if problem.fixed_step
-                else "torchdiffeq: one step size for the whole batch, RMS error norm over the batch "
-                "(adjoint: default adjoint options, same tolerances); torchode: per-sample step sizes and "
-                "error norms (IntegralController), not compiled; neuralode: timed without stats="
-            ),
-        },
+        "solver": {**problem.solver, "dtype": _dtype_name(problem.dtype), "notes": notes},
         "timed": "zero_grad + solve + loss + backward, interleaved, median over repeats after warm-up",
         "repeats": repeats,
         "warmup": WARMUP,
@@ -828,11 +1324,15 @@ def run_problem(problem_name: str, repeats: int, device: str, out_dir: str, libs
             "grad_max_rel_diff": "max |g - g_ref| / max |g_ref|",
             "loss_rel_diff": "|loss - loss_ref| / |loss_ref|",
             **({"event_t_abs_diff": "|event_t - event_t_ref|"} if problem.event_fn is not None else {}),
+            **({"solution_max_abs_diff": "max |ys - ys_ref| over observations, samples and state"}
+               if problem.per_sample else {}),
         },
         "machine": machine_info(device),
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "command": command,
     }
+    if problem.tight is not None:
+        result["tight_reference"] = {k: v for k, v in problem.tight.items() if k not in ("ys", "grad")}
     os.makedirs(out_dir, exist_ok=True)
     path = os.path.join(out_dir, f"speed_{problem_name}_{device.split(':')[0]}.json")
     with open(path, "w") as fh:
@@ -865,12 +1365,66 @@ def _event_lines(result: dict) -> List[str]:
     return lines
 
 
+def _sci(x) -> str:
+    return "-" if x is None else f"{x:.1e}"
+
+
+def _max_mean(mx, mean) -> str:
+    if mx is None:
+        return "-"
+    return f"{mx} / {mean:.4g}"
+
+
+def _per_sample_lines(result: dict) -> List[str]:
+    """Markdown lines of a per-sample problem's second table (per candidate: f evaluations
+    and accepted steps per sample, max / mean over the samples, the batched loop's
+    iterations, and the errors against the tight solve), after an empty line; none for
+    the other problems."""
+    candidates = result["candidates"]
+    if not any(r.get("per_sample") for r in candidates.values()):
+        return []
+    tight = result.get("tight_reference") or {}
+    param = result.get("cross_check", {}).get("gradient_parameter", "the first parameter")
+    if "solver" in tight:
+        against = f"against a tight solve ({tight['solver']})"
+    else:
+        against = f"no tight solve ({tight.get('error', 'not computed')})"
+    lines = [
+        "",
+        f"Per sample (forward solve), and errors {against}; tolerance units: each sample's max |error| / "
+        f"(atol + rtol max |y_b|), the largest over the samples; gradient: {param}.",
+        "",
+        "| candidate | f evals per sample max / mean | accepted steps per sample max / mean | loop iterations "
+        "| worst sample: max abs error (sample) | median sample: max abs error | max error in tolerance units "
+        "(sample) | grad rel. error |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for name, r in candidates.items():
+        counts = r.get("per_sample")
+        if not r.get("available") or not counts:
+            continue
+        acc = r.get("accuracy") or {}
+        worst = (f"{acc['worst_sample_max_abs_err']:.1e} ({acc['worst_sample']})"
+                 if acc.get("worst_sample_max_abs_err") is not None else "-")
+        units = (f"{acc['max_err_over_tolerance']:.3g} ({acc['max_err_over_tolerance_sample']})"
+                 if acc.get("max_err_over_tolerance") is not None else "-")
+        lines.append(
+            f"| {name} | {_max_mean(counts['f_evals_max'], counts['f_evals_mean'])} | "
+            f"{_max_mean(counts['accepted_max'], counts['accepted_mean'])} | "
+            f"{'-' if counts['iterations'] is None else counts['iterations']} | {worst} | "
+            f"{_sci(acc.get('median_sample_max_abs_err'))} | {units} | "
+            f"{_sci(acc.get('grad_rel_err'))} |"
+        )
+    return lines
+
+
 def print_table(result: dict, path: str) -> None:
     """Prints one problem's result as markdown tables."""
     m = result["machine"]
     print(f"\n### {result['problem']['name']}: {result['problem']['summary']}\n")
     print(
-        f"{solver_text(result['solver'])}, float32, {m['device']}, {m['threads']} threads, "
+        f"{solver_text(result['solver'])}, {result['solver'].get('dtype', 'float32')}, {m['device']}, "
+        f"{m['threads']} threads, "
         f"torch {m['torch']}, median of {result['repeats']} after {result['warmup']} warm-up; "
         + ", ".join(f"{k} {v}" for k, v in result["libraries"].items())
         + "\n"
@@ -887,7 +1441,7 @@ def print_table(result: dict, path: str) -> None:
             f"| {name} | {ms} | {r['nfe_forward']} / {r['nfe_backward']} | {_steps_text(r)} | "
             f"{r['loss']:.6g} | {'-' if gd is None else f'{gd:.1e}'} |"
         )
-    for line in _event_lines(result):
+    for line in _event_lines(result) + _per_sample_lines(result):
         print(line)
     print("\n| speed ratio (peer / neuralode, > 1: neuralode faster) | value |")
     print("| --- | ---: |")
@@ -914,9 +1468,9 @@ def run(
     """The suite interface of ``python -m benchmarks``: the same measurement as the CLI.
 
     Every problem of ``PROBLEMS`` with ``DEFAULT_REPEATS`` repeats (``quick``: ``QUICK_REPEATS``;
-    ``tiny``: only ``TINY_PROBLEM``, ``TINY_FIXED_PROBLEM``, ``TINY_CNF_PROBLEM`` and
-    ``TINY_EVENT_PROBLEM``, a small P1, a small spiral, a small CNF and a small event
-    problem, ``TINY_REPEATS`` repeat, for smoke tests). Writes
+    ``tiny``: only ``TINY_PROBLEMS``, a small P1, a small spiral, a small CNF, a small event
+    problem, a small irregular problem and a small Van der Pol problem, ``TINY_REPEATS``
+    repeat, for smoke tests). Writes
     ``speed_<problem>_<device>.json`` per problem to ``out_dir`` and returns
     ``{"suite": "speed", "machine", "date", "command", "problems": {name: result}}``.
     """
@@ -925,7 +1479,7 @@ def run(
     if repeats is None:
         repeats = TINY_REPEATS if tiny else QUICK_REPEATS if quick else DEFAULT_REPEATS
     if problems is None:
-        problems = (TINY_PROBLEM, TINY_FIXED_PROBLEM, TINY_CNF_PROBLEM, TINY_EVENT_PROBLEM) if tiny else PROBLEMS
+        problems = TINY_PROBLEMS if tiny else PROBLEMS
     problems = tuple(problems)
     if tiny:
         command = f"python -c 'from benchmarks import speed; speed.run(tiny=True, device=\"{device}\")'"
@@ -952,7 +1506,9 @@ def run(
 
 def _problem_markdown(result: dict) -> str:
     m, prob = result["machine"], result["problem"]
-    lines = [f"**{prob['name']}** ({solver_text(result['solver'])}): {prob['summary']}.", ""]
+    dtype = result["solver"].get("dtype", "float32")
+    solver = solver_text(result["solver"]) + ("" if dtype == "float32" else f", {dtype}")
+    lines = [f"**{prob['name']}** ({solver}): {prob['summary']}.", ""]
     libs = ", ".join(f"{k} {v}" for k, v in result.get("libraries", {}).items())
     lines.append(
         f"{m['device']}"
@@ -976,6 +1532,7 @@ def _problem_markdown(result: dict) -> str:
             f"{r['loss']:.6g} | {'-' if gd is None else f'{gd:.1e}'} |"
         )
     lines += _event_lines(result)
+    lines += _per_sample_lines(result)
     lines += ["", "| speed ratio (peer / neuralode, > 1: neuralode faster) | value |", "| --- | ---: |"]
     for label, v in result["ratios_peer_over_neuralode"].items():
         lines.append(f"| {label} | {fmt_ratio(v)} |")
@@ -992,14 +1549,16 @@ def markdown_many(results: List[dict]) -> str:
         return ""
     ref = results[0].get("cross_check", {}).get("reference", REFERENCE)
     intro = (
-        "float32, the same solver and the same seeded model for every candidate (adaptive problems: "
-        f"{METHOD}, rtol {RTOL:g}, atol {ATOL:g}; fixed-step problems: the paper tutorial's {FIXED_METHOD}, "
+        "float32 (unless a problem names another dtype), the same solver and the same seeded model for "
+        f"every candidate (adaptive problems: {METHOD}, rtol {RTOL:g}, atol {ATOL:g} unless a problem names "
+        f"others; fixed-step problems: the paper tutorial's {FIXED_METHOD}, "
         f"step {FIXED_STEP:g}, which `neuralode.reference` also runs), "
         "one forward + backward (`zero_grad`, solve, loss, `backward`), candidates timed in turn, "
         "repeat by repeat, in one process (medians). NFE: evaluations of f in the forward / backward "
-        "pass; steps `5+0r`: accepted + rejected (torchode: iterations of its batched loop, per-sample "
-        f"steps). `grad rel. diff`: largest difference of the first weight's gradient to {ref}, "
-        "relative to its largest entry. A peer that is not installed is reported as not available."
+        "pass (batched calls); steps `5+0r`: accepted + rejected (torchode: iterations of its batched loop, "
+        "per-sample steps; neuralode per-sample: iterations of its batched loop in which some sample "
+        f"accepted + in which none did). `grad rel. diff`: largest difference of the first weight's gradient "
+        f"to {ref}, relative to its largest entry. A peer that is not installed is reported as not available."
     )
     return "\n\n".join([intro] + [_problem_markdown(r) for r in results])
 
