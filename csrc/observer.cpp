@@ -282,11 +282,11 @@ SampleAdjointObserver::SampleAdjointObserver(Dynamics& f, const at::Tensor& t, c
                                              const at::Tensor& grad_ys, bool need_t)
     : ys_(ys), grad_ys_(grad_ys), need_t_(need_t) {
   if (!need_t_) return;
-  const int64_t T = t.size(0), B = t.size(1);
+  const int64_t T = t.size(0);
   std::vector<at::Tensor> rows{at::zeros_like(t[0])};
   for (int64_t i = 1; i < T; ++i) {
     const at::Tensor prod = (grad_ys[i] * f(t[i], ys[i])).to(t.scalar_type());
-    rows.push_back(prod.reshape({B, -1}).sum(1, /*keepdim=*/true));
+    rows.push_back(by_rows(prod).sum(1, /*keepdim=*/true));
   }
   direct_ = at::stack(rows);
 }

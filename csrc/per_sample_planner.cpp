@@ -45,7 +45,8 @@ at::Tensor column(std::vector<double> values, const at::TensorOptions& options) 
 std::vector<double> row_rms(const at::Tensor& x, const at::Tensor& scale) {
   const int64_t rows = x.size(0);
   const at::Tensor q = (x / scale).masked_fill(x == 0, 0);
-  return host_values(q.reshape({rows, -1}).square().mean(1).sqrt());
+  if (x.numel() == 0) return std::vector<double>(rows, 0.0);
+  return host_values(by_rows(q).square().mean(1).sqrt());
 }
 
 class PerSamplePlanner : public Planner {

@@ -73,6 +73,11 @@ StageLoop::StageLoop(const Tableau& tab, bool differentiable)
   }
 }
 
+at::Tensor by_rows(const at::Tensor& x) {
+  const int64_t rows = x.dim() == 0 ? 1 : x.size(0);
+  return x.reshape({rows, rows == 0 ? 0 : x.numel() / rows});
+}
+
 namespace {
 
 // The coefficients c_j w_j of the stages that take part (c_j != 0), with their k.
@@ -137,7 +142,9 @@ std::vector<double> StageLoop::row_error_ratios(const Step& step, const StagePar
   // An element without error counts 0, also where its scale is 0 (the kernels' rule).
   const at::Tensor q = (err / scale).masked_fill(err == 0, 0);
   const int64_t rows = x.dim() == 0 ? 1 : x.size(0);
-  const at::Tensor ms = q.reshape({rows, -1}).square().mean(1).sqrt().to(at::kDouble).cpu().contiguous();
+  // A row without elements has no error (its mean would be 0/0).
+  if (x.numel() == 0) return std::vector<double>(rows, 0.0);
+  const at::Tensor ms = by_rows(q).square().mean(1).sqrt().to(at::kDouble).cpu().contiguous();
   return std::vector<double>(ms.data_ptr<double>(), ms.data_ptr<double>() + rows);
 }
 

@@ -26,6 +26,9 @@ namespace neuralode {
 // `dim` dimensions: (rows, 1, ..., 1). Symbolic sizes, so torch.compile can trace it.
 at::Tensor rows_view(const at::Tensor& h, int64_t dim);
 
+// x (rows, ...) as (rows, elements per row), also when either is 0.
+at::Tensor by_rows(const at::Tensor& x);
+
 struct StagePart {
   at::Tensor x;
   bool negated = false;

@@ -155,3 +155,18 @@ def test_nan_in_one_sample_names_it():
     y0 = torch.ones(2, 1, dtype=F64)
     with pytest.raises(ValueError, match="sample 1 became NaN or Inf"):
         neuralode.odeint(f, y0, torch.tensor([0.0, 1.0], dtype=F64), options=PS)
+
+
+@pytest.mark.parametrize("gradient", ["backprop", "adjoint", "checkpoint"])
+@pytest.mark.parametrize("shape", [(0, 2), (3, 0)])
+def test_empty_batch_or_empty_rows(shape, gradient):
+    """No rows, or rows without elements: nothing to step, gradients of the right shape (zeros)."""
+    k = torch.tensor(0.7, dtype=F64, requires_grad=True)
+    y0 = torch.ones(shape, dtype=F64, requires_grad=True)
+    t = torch.tensor([0.0, 0.5, 1.0], dtype=F64)
+    ys = neuralode.odeint(lambda t_, y: -k * y, y0, t, options=PS, gradient=gradient,
+                          adjoint_params=(k,) if gradient != "backprop" else None)
+    assert ys.shape == (3, *shape)
+    grad_y0, grad_k = torch.autograd.grad(ys.sum(), [y0, k], allow_unused=True)
+    assert grad_y0.shape == shape
+    assert grad_k is None or float(grad_k) == 0.0
