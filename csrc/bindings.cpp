@@ -11,6 +11,7 @@
 
 #include <c10/util/Exception.h>
 
+#include <algorithm>
 #include <cmath>
 #include <functional>
 #include <memory>
@@ -33,6 +34,15 @@ py::dict stats_dict(const SolveStats& s) {
   d["rejected"] = s.rejected;
   d["f_seconds"] = s.f_seconds;
   d["total_seconds"] = s.total_seconds;
+  if (!s.row_accepted.empty()) {
+    int64_t most = 0, sum = 0;
+    for (int64_t n : s.row_accepted) {
+      most = std::max(most, n);
+      sum += n;
+    }
+    d["accepted_max"] = most;
+    d["accepted_mean"] = static_cast<double>(sum) / static_cast<double>(s.row_accepted.size());
+  }
   return d;
 }
 

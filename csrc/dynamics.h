@@ -28,6 +28,9 @@ struct VectorJacobianProducts {
 struct SolveStats {
   int64_t nfe = 0, accepted = 0, rejected = 0;
   double f_seconds = 0.0, total_seconds = 0.0;
+  // Per-sample steps: each sample's accepted steps (empty otherwise). `accepted` is then
+  // the batched loop's steps in which some sample moved: the cost in evaluations of f.
+  std::vector<int64_t> row_accepted;
 };
 
 class Dynamics {

@@ -116,7 +116,9 @@ Solution solve(const SolveSpec& spec, Dynamics& f, const at::Tensor& y0, const a
     OutputObserver observer(t_rows, nullptr, tape.get(), false, nullptr, /*per_sample=*/true);
     integrate(*planner, system, observer, callbacks);
     at::Tensor ys = observer.outputs();
-    return {ys, meter.finish(planner->accepted(), planner->rejected()), tape};
+    SolveStats stats = meter.finish(planner->accepted(), planner->rejected());
+    stats.row_accepted = planner->row_accepted();
+    return {ys, stats, tape};
   }
   if (event != nullptr) {
     TORCH_CHECK_VALUE(t.dim() == 1, "an event search needs 1-D times [t0, t1]");
@@ -163,6 +165,7 @@ Gradients adjoint_gradients(const SolveSpec& spec, Dynamics& f, const at::Tensor
     g.params = system.a_params();
     check_gradients_finite(g);
     g.stats = meter.finish(planner->accepted(), planner->rejected());
+    g.stats.row_accepted = planner->row_accepted();
     return g;
   }
   f.set_create_graph(create_graph);

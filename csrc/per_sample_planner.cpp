@@ -184,7 +184,7 @@ class PerSamplePlanner : public Planner {
     return true;
   }
 
-  int64_t max_accepted() const { return *std::max_element(accepted_rows_.begin(), accepted_rows_.end()); }
+  std::vector<int64_t> row_accepted() const override { return accepted_rows_; }
 
  private:
   double at(int64_t j, int64_t b) const { return times_[j * B_ + b]; }

@@ -43,6 +43,8 @@ class Planner {
   // row_ratios); others ignore it.
   virtual bool settle(Step& step, double ratio, System&) { return settle(step, ratio); }
   int64_t accepted() const { return accepted_; }
+  // Per-sample planners: each sample's accepted steps (others: empty).
+  virtual std::vector<int64_t> row_accepted() const { return {}; }
   int64_t rejected() const { return rejected_; }
 
  protected:

@@ -26,6 +26,11 @@ class SolverStats:
         solve_seconds_forward, solve_seconds_backward: wall-clock seconds of the whole
             solve; the difference to the f seconds is the solver's own overhead.
         solves: number of forward solves counted.
+        steps_per_sample_max, steps_per_sample_mean (and ``_backward``): with per-sample
+            steps (``options["per_sample"]``, or per-sample times with an adaptive method),
+            each sample's accepted steps, their largest and mean over the batch (summed
+            over solves). ``steps_accepted`` then counts the batched loop's steps in which
+            some sample moved: what the evaluations of f follow.
     """
 
     nfe_forward: int = 0
@@ -39,6 +44,10 @@ class SolverStats:
     solve_seconds_forward: float = 0.0
     solve_seconds_backward: float = 0.0
     solves: int = 0
+    steps_per_sample_max: int = 0
+    steps_per_sample_mean: float = 0.0
+    steps_per_sample_max_backward: int = 0
+    steps_per_sample_mean_backward: float = 0.0
 
     def add_forward(self, raw: dict) -> None:
         """Adds the counters of one forward solve (a dict from the C++ loops)."""
@@ -47,6 +56,8 @@ class SolverStats:
         self.steps_rejected += int(raw.get("rejected", 0))
         self.f_seconds_forward += float(raw.get("f_seconds", 0.0))
         self.solve_seconds_forward += float(raw.get("total_seconds", 0.0))
+        self.steps_per_sample_max += int(raw.get("accepted_max", 0))
+        self.steps_per_sample_mean += float(raw.get("accepted_mean", 0.0))
         self.solves += 1
 
     def add_backward(self, raw: dict) -> None:
@@ -56,6 +67,8 @@ class SolverStats:
         self.steps_rejected_backward += int(raw.get("rejected", 0))
         self.f_seconds_backward += float(raw.get("f_seconds", 0.0))
         self.solve_seconds_backward += float(raw.get("total_seconds", 0.0))
+        self.steps_per_sample_max_backward += int(raw.get("accepted_max", 0))
+        self.steps_per_sample_mean_backward += float(raw.get("accepted_mean", 0.0))
 
     def as_dict(self) -> dict:
         """Every counter by name (a plain dict, e.g. for JSON)."""

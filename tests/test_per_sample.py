@@ -170,3 +170,24 @@ def test_empty_batch_or_empty_rows(shape, gradient):
     grad_y0, grad_k = torch.autograd.grad(ys.sum(), [y0, k], allow_unused=True)
     assert grad_y0.shape == shape
     assert grad_k is None or float(grad_k) == 0.0
+
+
+def test_stats_count_each_samples_steps():
+    """steps_per_sample_max/mean: each sample's accepted steps, as that sample takes alone."""
+    k = torch.tensor([0.5, 5.0, 50.0], dtype=F64).view(3, 1)
+    y0 = torch.ones(3, 2, dtype=F64, requires_grad=True)
+    t = torch.linspace(0, 1, 5, dtype=F64)
+    stats = neuralode.SolverStats()
+    ys = neuralode.odeint(lambda t_, y: -k * y, y0, t, rtol=1e-8, atol=1e-10, options=PS, stats=stats,
+                          gradient="adjoint", adjoint_params=())
+    ys.sum().backward()
+    alone = []
+    for b in range(3):
+        s = neuralode.SolverStats()
+        neuralode.odeint(lambda t_, y: -k[b:b + 1] * y, y0[b:b + 1].detach(), t, rtol=1e-8, atol=1e-10,
+                         options=PS, stats=s)
+        alone.append(s.steps_accepted)
+    assert stats.steps_per_sample_max == max(alone)
+    assert stats.steps_per_sample_mean == pytest.approx(sum(alone) / 3)
+    assert stats.steps_per_sample_mean < stats.steps_per_sample_max <= stats.steps_accepted
+    assert 0 < stats.steps_per_sample_max_backward <= stats.steps_accepted_backward
