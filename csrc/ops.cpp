@@ -97,6 +97,19 @@ std::tuple<at::Tensor, at::Tensor> rk_solution_error(const at::Tensor& y0, at::T
   return op.call(y0, ks, b, e, dt, rtol, atol);
 }
 
+std::tuple<at::Tensor, at::Tensor> rk_solution_error_rows(const at::Tensor& y0, at::TensorList ks,
+                                                          at::ArrayRef<double> b, at::ArrayRef<double> e,
+                                                          const std::optional<at::Tensor>& dt,
+                                                          const at::Tensor& rtol, const at::Tensor& atol) {
+  static auto op = c10::Dispatcher::singleton()
+                       .findSchemaOrThrow("neuralode::rk_solution_error_rows", "")
+                       .typed<std::tuple<at::Tensor, at::Tensor>(
+                           const at::Tensor&, at::TensorList, at::ArrayRef<double>,
+                           at::ArrayRef<double>, const std::optional<at::Tensor>&,
+                           const at::Tensor&, const at::Tensor&)>();
+  return op.call(y0, ks, b, e, dt, rtol, atol);
+}
+
 TORCH_LIBRARY(neuralode, m) {
   // y = y0 + dt * sum_j coeffs[j] * ks[j]; dt holds one value, one per row of
   // y0 (per-sample steps), or is None (dt = 1).
@@ -108,11 +121,17 @@ TORCH_LIBRARY(neuralode, m) {
   m.def(
       "rk_solution_error(Tensor y0, Tensor[] ks, float[] b, float[] e, Tensor? dt, Tensor rtol, "
       "Tensor atol) -> (Tensor, Tensor)");
+  // The same with the sum per row of y0 (the first dimension: per-sample steps): a
+  // float64 tensor (rows,); each row's RMS error ratio is sqrt(sum / elements per row).
+  m.def(
+      "rk_solution_error_rows(Tensor y0, Tensor[] ks, float[] b, float[] e, Tensor? dt, Tensor rtol, "
+      "Tensor atol) -> (Tensor, Tensor)");
 }
 
 TORCH_LIBRARY_IMPL(neuralode, CPU, m) {
   m.impl("stage_combine", &stage_combine_cpu);
   m.impl("rk_solution_error", &rk_solution_error_cpu);
+  m.impl("rk_solution_error_rows", &rk_solution_error_rows_cpu);
 }
 
 }  // namespace neuralode

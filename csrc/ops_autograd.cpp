@@ -10,7 +10,7 @@
 // Maths: y = y0 + dt * sum_j c_j k_j, with dt one value, one per row of y0, or absent
 // (dt = 1). With g = dL/dy:
 //   dL/dy0 = g,   dL/dk_j = c_j * dt * g,   dL/ddt = sum over the row of g * sum_j c_j k_j.
-// rk_solution_error's y1 is stage_combine with the weights b; its error sum is not
+// rk_solution_error's (and rk_solution_error_rows') y1 is stage_combine with the weights b; its error sums are not
 // differentiable (it only steers the step size).
 #include <ATen/ExpandUtils.h>
 #include <ATen/TensorOperators.h>
@@ -87,7 +87,9 @@ class StageCombineFunction : public torch::autograd::Function<StageCombineFuncti
   }
 };
 
-class SolutionErrorFunction : public torch::autograd::Function<SolutionErrorFunction> {
+// kRows: rk_solution_error_rows (the error sums per row), else rk_solution_error.
+template <bool kRows>
+class SolutionErrorFunction : public torch::autograd::Function<SolutionErrorFunction<kRows>> {
  public:
   static variable_list forward(AutogradContext* ctx, const at::Tensor& y0, at::TensorList ks,
                                const std::vector<double>& b, const std::vector<double>& e,
@@ -95,7 +97,8 @@ class SolutionErrorFunction : public torch::autograd::Function<SolutionErrorFunc
                                const at::Tensor& atol) {
     save_for_combine_backward(ctx, ks, b, dt);
     at::AutoDispatchBelowADInplaceOrView below_autograd;
-    auto [y1, sum_sq] = rk_solution_error(y0, ks, b, e, dt, rtol, atol);
+    auto [y1, sum_sq] = kRows ? rk_solution_error_rows(y0, ks, b, e, dt, rtol, atol)
+                              : rk_solution_error(y0, ks, b, e, dt, rtol, atol);
     ctx->mark_non_differentiable({sum_sq});
     return {y1, sum_sq};
   }
@@ -115,7 +118,14 @@ at::Tensor stage_combine_autograd(const at::Tensor& y0, at::TensorList ks, at::A
 std::tuple<at::Tensor, at::Tensor> rk_solution_error_autograd(
     const at::Tensor& y0, at::TensorList ks, at::ArrayRef<double> b, at::ArrayRef<double> e,
     const std::optional<at::Tensor>& dt, const at::Tensor& rtol, const at::Tensor& atol) {
-  variable_list out = SolutionErrorFunction::apply(y0, ks, b.vec(), e.vec(), dt, rtol, atol);
+  variable_list out = SolutionErrorFunction<false>::apply(y0, ks, b.vec(), e.vec(), dt, rtol, atol);
+  return {out[0], out[1]};
+}
+
+std::tuple<at::Tensor, at::Tensor> rk_solution_error_rows_autograd(
+    const at::Tensor& y0, at::TensorList ks, at::ArrayRef<double> b, at::ArrayRef<double> e,
+    const std::optional<at::Tensor>& dt, const at::Tensor& rtol, const at::Tensor& atol) {
+  variable_list out = SolutionErrorFunction<true>::apply(y0, ks, b.vec(), e.vec(), dt, rtol, atol);
   return {out[0], out[1]};
 }
 
@@ -124,6 +134,7 @@ std::tuple<at::Tensor, at::Tensor> rk_solution_error_autograd(
 TORCH_LIBRARY_IMPL(neuralode, Autograd, m) {
   m.impl("stage_combine", &stage_combine_autograd);
   m.impl("rk_solution_error", &rk_solution_error_autograd);
+  m.impl("rk_solution_error_rows", &rk_solution_error_rows_autograd);
 }
 
 }  // namespace neuralode

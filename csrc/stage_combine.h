@@ -47,6 +47,16 @@ std::tuple<at::Tensor, at::Tensor> rk_solution_error_cpu(
     const at::Tensor& y0, at::TensorList ks, at::ArrayRef<double> b, at::ArrayRef<double> e,
     const std::optional<at::Tensor>& dt, const at::Tensor& rtol, const at::Tensor& atol);
 
+std::tuple<at::Tensor, at::Tensor> rk_solution_error_rows_cpu(
+    const at::Tensor& y0, at::TensorList ks, at::ArrayRef<double> b, at::ArrayRef<double> e,
+    const std::optional<at::Tensor>& dt, const at::Tensor& rtol, const at::Tensor& atol);
+
+// Calls rk_solution_error_rows through the dispatcher: (y1, the sums per row of y0).
+std::tuple<at::Tensor, at::Tensor> rk_solution_error_rows(const at::Tensor& y0, at::TensorList ks,
+                                                          at::ArrayRef<double> b, at::ArrayRef<double> e,
+                                                          const std::optional<at::Tensor>& dt,
+                                                          const at::Tensor& rtol, const at::Tensor& atol);
+
 // Calls rk_solution_error through the dispatcher: (y1, sum of squared scaled errors).
 std::tuple<at::Tensor, at::Tensor> rk_solution_error(const at::Tensor& y0, at::TensorList ks,
                                                      at::ArrayRef<double> b, at::ArrayRef<double> e,

@@ -125,27 +125,30 @@ at::Tensor StageLoop::combine(const StagePart& part, const std::vector<at::Tenso
   return stage_combine(part.x, t.ks, t.coeffs, weight(part, dt));
 }
 
-std::vector<double> StageLoop::row_error_ratios(const Step& step, const StagePart& part,
-                                                const std::vector<at::Tensor>& k,
-                                                const std::vector<double>& factor, const at::Tensor& x1,
-                                                const StepPlan& plan) const {
-  c10::NoGradGuard control_only;  // the error picks step sizes, it is not differentiated
-  const at::Tensor x = part.x.detach();
-  std::vector<double> e(e_.size());
-  for (size_t j = 0; j < e.size(); ++j) {
-    e[j] = e_[j] * (part.negated ? -1.0 : 1.0) * (part.prescaled ? factor[j] : 1.0);
+std::pair<at::Tensor, std::vector<double>> StageLoop::finish_rows(const Step& step, const StagePart& part,
+                                                                  const std::vector<at::Tensor>& k,
+                                                                  const std::vector<double>& factor,
+                                                                  const StepPlan& plan) const {
+  std::vector<double> b(b_.size()), e(e_.size());
+  for (size_t j = 0; j < b.size(); ++j) {
+    const double w = (part.negated ? -1.0 : 1.0) * (part.prescaled ? factor[j] : 1.0);
+    b[j] = b_[j] * w;
+    e[j] = e_[j] * w;
   }
   const std::optional<at::Tensor> dt = weight(part, step.dt);
-  const at::Tensor err = stage_combine(at::zeros_like(x), detached(k), e,
-                                       dt ? std::optional<at::Tensor>(dt->detach()) : std::nullopt);
-  const at::Tensor scale = plan.atol + plan.rtol * at::maximum(x.abs(), x1.detach().abs());
-  // An element without error counts 0, also where its scale is 0 (the kernels' rule).
-  const at::Tensor q = (err / scale).masked_fill(err == 0, 0);
-  const int64_t rows = x.dim() == 0 ? 1 : x.size(0);
+  at::Tensor x1, sums;
+  if (differentiable_) {
+    std::tie(x1, sums) = rk_solution_error_rows(part.x, k, b, e, dt, plan.rtol, plan.atol);
+  } else {
+    at::AutoDispatchBelowADInplaceOrView below_autograd;
+    std::tie(x1, sums) = rk_solution_error_rows(part.x, k, b, e, dt, plan.rtol, plan.atol);
+  }
+  const int64_t rows = part.x.size(0);
+  const int64_t per_row = rows > 0 ? part.x.numel() / rows : 0;
   // A row without elements has no error (its mean would be 0/0).
-  if (x.numel() == 0) return std::vector<double>(rows, 0.0);
-  const at::Tensor ms = by_rows(q).square().mean(1).sqrt().to(at::kDouble).cpu().contiguous();
-  return std::vector<double>(ms.data_ptr<double>(), ms.data_ptr<double>() + rows);
+  const at::Tensor ms = per_row == 0 ? sums : (sums / static_cast<double>(per_row)).sqrt();
+  const at::Tensor host = ms.cpu().contiguous();
+  return {x1, std::vector<double>(host.data_ptr<double>(), host.data_ptr<double>() + rows)};
 }
 
 std::pair<at::Tensor, PartError> StageLoop::finish(const Step& step, const StagePart& part,

@@ -75,12 +75,13 @@ class StageLoop {
                                           const std::vector<double>& factor,
                                           const StepPlan& plan) const;
 
-  // Per-sample steps: each row's RMS of err / (atol + rtol max(|x|, |x1|)) with
-  // err = sum_j e_j w_j k_j (one error ratio per row, read to the host at once).
-  std::vector<double> row_error_ratios(const Step& step, const StagePart& part,
-                                       const std::vector<at::Tensor>& k,
-                                       const std::vector<double>& factor, const at::Tensor& x1,
-                                       const StepPlan& plan) const;
+  // Per-sample steps: x_p + sum_j b_j w_pj k_pj and each row's RMS of
+  // err / (atol + rtol max(|x|, |x1|)), err = sum_j e_j w_j k_j, in one fused pass
+  // (rk_solution_error_rows; the ratios read to the host at once).
+  std::pair<at::Tensor, std::vector<double>> finish_rows(const Step& step, const StagePart& part,
+                                                         const std::vector<at::Tensor>& k,
+                                                         const std::vector<double>& factor,
+                                                         const StepPlan& plan) const;
 
   // x + sum_j c_j w_j k_j for the part's weights w (dt, or the factors).
   at::Tensor combine(const StagePart& part, const std::vector<at::Tensor>& k,

@@ -56,8 +56,7 @@ double ForwardSystem::attempt(const Step& step) {
             });
   if (step.row_errors) {
     // Per-sample steps: the end without the fused error sum, then one ratio per row.
-    z1_ = loop_.combine(parts[0], st_.k[0], loop_.b(), st_.factor, step.dt);
-    row_ratios_ = loop_.row_error_ratios(step, parts[0], st_.k[0], st_.factor, z1_, plan_);
+    std::tie(z1_, row_ratios_) = loop_.finish_rows(step, parts[0], st_.k[0], st_.factor, plan_);
     double worst = 0.0;
     for (double r : row_ratios_) worst = std::isnan(r) || std::isnan(worst) ? NAN : std::max(worst, r);
     return worst;
@@ -148,10 +147,9 @@ double AdjointSystem::attempt(const Step& step) {
   if (step.row_errors) {
     // Per-sample steps: each row's ratio on its own [z, a] (the shared dL/dtheta is left
     // out of every row's error: the seminorm), the largest returned.
-    z1_ = loop_.combine(parts[0], st_.k[0], loop_.b(), st_.factor, step.dt);
-    a1_ = loop_.combine(parts[1], st_.k[1], loop_.b(), st_.factor, step.dt);
-    const std::vector<double> rz = loop_.row_error_ratios(step, parts[0], st_.k[0], st_.factor, z1_, plan_);
-    const std::vector<double> ra = loop_.row_error_ratios(step, parts[1], st_.k[1], st_.factor, a1_, plan_);
+    std::vector<double> rz, ra;
+    std::tie(z1_, rz) = loop_.finish_rows(step, parts[0], st_.k[0], st_.factor, plan_);
+    std::tie(a1_, ra) = loop_.finish_rows(step, parts[1], st_.k[1], st_.factor, plan_);
     row_ratios_.resize(rz.size());
     double worst = 0.0;
     for (size_t b = 0; b < rz.size(); ++b) {

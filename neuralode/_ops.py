@@ -14,7 +14,7 @@ from torch import Tensor
 
 from . import _C  # noqa: F401  (registers the ops)
 
-__all__ = ["stage_combine", "rk_solution_error"]
+__all__ = ["stage_combine", "rk_solution_error", "rk_solution_error_rows"]
 
 
 def stage_combine(y0: Tensor, ks: Sequence[Tensor], coeffs: Sequence[float], dt: Optional[Tensor] = None) -> Tensor:
@@ -59,4 +59,25 @@ def _rk_solution_error_fake(y0, ks, b, e, dt, rtol, atol):
     return (
         torch.empty_like(y0, memory_format=torch.contiguous_format),
         y0.new_empty((), dtype=torch.float64),
+    )
+
+
+def rk_solution_error_rows(y0, ks, b, e, dt, rtol, atol):
+    """:func:`rk_solution_error` with the error sum per row of ``y0`` (its first dimension):
+    ``(y1, sums)`` with ``sums`` float64 of shape ``(rows,)``; each row's RMS error ratio is
+    ``sqrt(sums / elements per row)`` (per-sample step control)."""
+    return torch.ops.neuralode.rk_solution_error_rows.default(
+        y0, list(ks), [float(c) for c in b], [float(c) for c in e], dt, rtol, atol
+    )
+
+
+@torch.library.register_fake("neuralode::rk_solution_error_rows")
+def _rk_solution_error_rows_fake(y0, ks, b, e, dt, rtol, atol):
+    torch._check(len(ks) == len(b) == len(e), lambda: "rk_solution_error_rows: one b and e weight per k")
+    torch._check(y0.dim() >= 1, lambda: "rk_solution_error_rows: y0 needs a first (batch) dimension")
+    for k in ks:
+        torch._check(k.shape == y0.shape, lambda: "rk_solution_error_rows: every k must have y0's shape")
+    return (
+        torch.empty_like(y0, memory_format=torch.contiguous_format),
+        y0.new_empty((y0.shape[0],), dtype=torch.float64),
     )

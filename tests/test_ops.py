@@ -173,3 +173,52 @@ def test_rk_solution_error_bad_tolerance_shape():
     y0, ks, dt, rtol, _ = _step_operands((4, 3), torch.float64, "cpu", False)
     with pytest.raises(RuntimeError, match=r"atol must hold one value or one per element of y0 \(12\), got 5"):
         rk_solution_error(y0, ks, B, E, dt, rtol, torch.ones(5, dtype=torch.float64))
+
+
+# ---------------------------------------------------------------- rk_solution_error_rows
+
+from neuralode._ops import rk_solution_error_rows  # noqa: E402
+
+
+def _rows_naive(y0, ks, b, e, dt, rtol, atol):
+    """Each row's sum of squared scaled errors, from the whole-state reference row by row."""
+    y1, _ = _solution_error_naive(y0, ks, b, e, dt, rtol, atol)
+    h = 1.0 if dt is None else (dt.reshape(()) if dt.numel() == 1 else dt.reshape((-1,) + (1,) * (y0.dim() - 1)))
+    err = h * sum(c * k for c, k in zip(e, ks))
+    scale = (atol.reshape(()) if atol.numel() == 1 else atol.reshape(y0.shape)) + (
+        rtol.reshape(()) if rtol.numel() == 1 else rtol.reshape(y0.shape)) * torch.maximum(y0.abs(), y1.abs())
+    return y1, (err / scale).double().pow(2).reshape(y0.shape[0], -1).sum(1)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("per_element", [False, True])
+@pytest.mark.parametrize("dt_kind", ["none", "scalar", "rows"])
+@pytest.mark.parametrize("shape", [(5, 3), (3, 70001), (1,), (4, 2, 3)])
+def test_rk_solution_error_rows_values(shape, dt_kind, per_element, dtype, device):
+    y0, ks, dt, rtol, atol = _step_operands(shape, dtype, device, per_element, dt_kind)
+    y1, sums = rk_solution_error_rows(y0, ks, B, E, dt, rtol, atol)
+    y1_ref, sums_ref = _rows_naive(y0, ks, B, E, dt, rtol, atol)
+    tol = 1e-5 if dtype == torch.float32 else 1e-12
+    torch.testing.assert_close(y1, y1_ref, rtol=tol, atol=tol)
+    assert sums.dtype == torch.float64 and sums.shape == (shape[0],)
+    torch.testing.assert_close(sums, sums_ref, rtol=1e-4 if dtype == torch.float32 else 1e-10, atol=0)
+    # The rows add up to the whole state's sum.
+    _, total = rk_solution_error(y0, ks, B, E, dt, rtol, atol)
+    torch.testing.assert_close(sums.sum(), total, rtol=1e-4 if dtype == torch.float32 else 1e-10, atol=0)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("requires_grad", [False, True])
+def test_rk_solution_error_rows_opcheck(requires_grad, device):
+    y0, ks, dt, rtol, atol = _step_operands((4, 3), torch.float64, device, True, "rows", requires_grad=requires_grad)
+    torch.library.opcheck(torch.ops.neuralode.rk_solution_error_rows.default, (y0, ks, B, E, dt, rtol, atol))
+
+
+def test_rk_solution_error_rows_gradcheck_and_empty_rows():
+    y0, ks, dt, rtol, atol = _step_operands((3, 2), torch.float64, "cpu", False, "rows", requires_grad=True)
+    fn = lambda y0, dt, *ks: rk_solution_error_rows(y0, ks, B, E, dt, rtol, atol)[0]  # noqa: E731
+    assert torch.autograd.gradcheck(fn, (y0, dt.detach().requires_grad_(), *ks))
+    empty = torch.zeros(3, 0, dtype=torch.float64)
+    _, sums = rk_solution_error_rows(empty, [empty] * 7, B, E, None, rtol[:1], atol[:1])
+    assert sums.tolist() == [0.0, 0.0, 0.0]

@@ -1,11 +1,13 @@
-// CPU kernel of rk_solution_error: y1 = y0 + dt * sum_j b_j k_j and the sum of
-// squared scaled errors of err = dt * sum_j e_j k_j, in one pass over the inputs.
+// CPU kernels of rk_solution_error and rk_solution_error_rows: y1 = y0 + dt * sum_j
+// b_j k_j and the sum of squared scaled errors of err = dt * sum_j e_j k_j (over the
+// whole state, or per row of it), in one pass over the inputs.
 #define TORCH_ASSERT_ONLY_METHOD_OPERATORS
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
 #include <ATen/ops/empty_like.h>
 #include <ATen/ops/scalar_tensor.h>
+#include <ATen/ops/zeros.h>
 
 #include <algorithm>
 #include <array>
@@ -124,6 +126,47 @@ std::tuple<at::Tensor, at::Tensor> rk_solution_error_cpu(
         std::plus<double>());
   });
   return {y1, at::scalar_tensor(total, ops.y0.options().dtype(at::kDouble))};
+}
+
+std::tuple<at::Tensor, at::Tensor> rk_solution_error_rows_cpu(
+    const at::Tensor& y0_in, at::TensorList ks_in, at::ArrayRef<double> b_in,
+    at::ArrayRef<double> e_in, const std::optional<at::Tensor>& dt_in, const at::Tensor& rtol_in,
+    const at::Tensor& atol_in) {
+  auto [ops, rtol, atol] = check_rk_solution_error(y0_in, ks_in, b_in, e_in, dt_in, rtol_in, atol_in);
+  TORCH_CHECK(ops.y0.device().is_cpu(), "rk_solution_error_rows_cpu: y0 must be on the CPU");
+  TORCH_CHECK(ops.y0.dim() >= 1, "rk_solution_error_rows: y0 needs a first (batch) dimension");
+  at::Tensor y1 = at::empty_like(ops.y0);
+  const int64_t rows = ops.y0.size(0);
+  const int64_t inner = rows > 0 ? ops.y0.numel() / rows : 0;
+  at::Tensor sums = at::zeros({rows}, ops.y0.options().dtype(at::kDouble));
+  if (inner == 0) return {y1, sums};
+  double* out_sums = sums.data_ptr<double>();
+  AT_DISPATCH_FLOATING_TYPES(ops.y0.scalar_type(), "rk_solution_error_rows_cpu", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    Operands o{static_cast<int>(ops.ks.size()), ops.rows, ops.inner, rtol.numel() > 1,
+               atol.numel() > 1};
+    std::array<const scalar_t*, math::kMaxStages> kp{};
+    std::array<acc_t, math::kMaxStages> bp{}, ep{};
+    for (int j = 0; j < o.n_ks; ++j) {
+      kp[j] = ops.ks[j].data_ptr<scalar_t>();
+      bp[j] = static_cast<acc_t>(b_in[j]);
+      ep[j] = static_cast<acc_t>(e_in[j]);
+    }
+    const scalar_t* y0 = ops.y0.data_ptr<scalar_t>();
+    const scalar_t* dt = ops.dt ? ops.dt->data_ptr<scalar_t>() : nullptr;
+    const scalar_t* rt = rtol.data_ptr<scalar_t>();
+    const scalar_t* at_ = atol.data_ptr<scalar_t>();
+    scalar_t* out = y1.data_ptr<scalar_t>();
+    // One row per task: the same blocked pass as the whole-state kernel, its sum kept
+    // for the row (each row's error ratio steers that sample's step).
+    at::parallel_for(0, rows, std::max<int64_t>(1, kGrain / inner), [&](int64_t begin, int64_t end) {
+      for (int64_t r = begin; r < end; ++r) {
+        out_sums[r] = solution_error_range<scalar_t>(y0, kp.data(), bp.data(), ep.data(), dt, rt, at_, o, out,
+                                                     r * inner, (r + 1) * inner);
+      }
+    });
+  });
+  return {y1, sums};
 }
 
 }  // namespace neuralode
