@@ -304,9 +304,10 @@ def odeint(
             dtype, the solver's clock is float64; on another device than y0 it is moved
             with a warning): 1-D ``(T,)``, passed to
             ``func`` as 0-d tensors, or per-sample ``(T, batch, 1)``, passed as
-            ``(batch, 1)`` (every method; adaptive methods then step a normalized time
-            ``s`` with ``t_b(s) = t[i,b] + (s - i)(t[i+1,b] - t[i,b])`` on interval i:
-            one clock and one error control for the batch, a stop at every observation).
+            ``(batch, 1)`` (every method; adaptive methods then step each sample on its
+            own, see ``options["per_sample"]``; ``per_sample=False`` keeps one clock for the
+            batch, a normalized time ``s`` with ``t_b(s) = t[i,b] + (s - i)(t[i+1,b] - t[i,b])``
+            on interval i and a stop at every observation).
         method: adaptive ``"dopri5"`` (default), ``"tsit5"``, ``"bosh3"``, ``"dopri8"``,
             ``"adaptive_heun"``, ``"fehlberg2"``, or fixed-step ``"euler"``, ``"midpoint"``,
             ``"rk4"`` (Kutta's 3/8 rule, torchdiffeq's ``rk4``), ``"rk4_classic"`` (the classic
@@ -347,7 +348,11 @@ def odeint(
             ``dtype``: torchdiffeq's time dtype, ``torch.float64`` or ``torch.float32``,
             accepted and without effect: neuralode's adaptive clock is float64 on the host
             either way. Neuralode's own: ``controller`` (``"I"``, or ``"PI"`` with ``beta1``
-            0.7, ``beta2`` 0.4). Observation times never shorten a step: they are served from
+            0.7, ``beta2`` 0.4); ``per_sample`` (default: True with per-sample times): each
+            sample (first dimension of ``y0``) its own step size, error ratio and accept/reject,
+            ``f`` called on the whole batch with ``t`` of shape ``(batch, 1)``; every gradient
+            mode (the adjoint is joint: one product per stage for dL/dtheta over the batch).
+            Observation times never shorten a step: they are served from
             the method's dense output. Defaults: :data:`neuralode.spec.ADAPTIVE_DEFAULTS`.
         gradient: ``"backprop"`` (autograd through every step: RK-Net), ``"adjoint"``
             (continuous adjoint, O(1) memory in the number of steps) or ``"checkpoint"``
