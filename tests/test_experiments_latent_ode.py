@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+import neuralode
 from neuralode.experiments import latent_ode
 from neuralode.experiments.spirals import make_spirals, sample_batch, seed_sequences, split
 
@@ -68,11 +69,36 @@ def test_latent_ode_smoke(tmp_path):
                 "solver_error_vs_reference"):
         assert math.isfinite(saved[key]) and saved[key] == pytest.approx(summary[key])
     assert saved["nfe_per_iteration"]["forward"] > 0 and saved["nfe_per_iteration"]["backward"] > 0
+    assert saved["steps"] == "fixed"  # rk4_classic, the default: no error control
     for label, history in saved["history"].items():
         elbo = history["elbo"]
         assert len(elbo) == 40 and all(math.isfinite(v) for v in elbo)
         # The ELBO rises: the loss of the last iterations is below that of the first.
         assert np.mean(elbo[-5:]) > np.mean(elbo[:5]), label
+
+
+@pytest.mark.parametrize("shared", [False, True])
+def test_shared_steps_flag_reaches_every_per_sample_solve_and_is_recorded(tmp_path, monkeypatch, shared):
+    calls = []
+    odeint = neuralode.odeint
+
+    def spy(func, y0, t, **kwargs):
+        calls.append((t.dim(), kwargs.get("options")))
+        return odeint(func, y0, t, **kwargs)
+
+    monkeypatch.setattr(neuralode, "odeint", spy)
+    argv = TINY + ["--iters", "4", "--skip-rnn", "--method", "dopri5", "--out", str(tmp_path)]
+    summary = latent_ode.main(argv + (["--shared-steps"] if shared else []))
+    saved = json.loads((tmp_path / "latent_ode.json").read_text())
+    want = "shared" if shared else "per-sample"
+    assert saved["steps"] == summary["steps"] == want and saved["reference_solver"]["steps"] == want
+    assert saved["config"]["shared_steps"] is shared
+    assert saved["nfe_per_iteration"]["forward"] > 0 and saved["nfe_per_iteration"]["backward"] > 0
+    per_sample_calls = [options for dim, options in calls if dim == 3]
+    assert per_sample_calls and any(dim == 1 for dim, _ in calls)  # the homotopy plot solves on shared times
+    # Shared steps: every per-sample solve asks for them; per-sample steps: the library's default.
+    assert all(options == ({"per_sample": False} if shared else None) for options in per_sample_calls)
+    assert all(options is None for dim, options in calls if dim == 1)
 
 
 @pytest.mark.parametrize(
@@ -87,6 +113,7 @@ def test_latent_ode_smoke(tmp_path):
         (["--readout-hidden", "-1"], "--readout-hidden"),
         (["--batch", "100"], "--batch"),
         (["--gradient", "checkpoint"], "--gradient"),
+        (["--shared-steps"], "--shared-steps"),  # the default rk4_classic has no step control
         (["--device", "tpu"], "--device"),
     ],
 )
