@@ -61,7 +61,7 @@ Problems (their sizes are fixed; ``--quick`` only cuts the repeats):
   For these two problems the candidates are neuralode's per-sample steps
   (``options={"per_sample": True}``: each sample its own step size, error ratio and
   accept / reject, f called on the whole batch with ``t`` of shape ``(batch, 1)``) with
-  each gradient mode, and its shared mode (no ``per_sample``: one step size for the
+  each gradient mode, and its shared mode (``per_sample=False``: one step size for the
   batch; with per-sample times in a normalized time that restarts at every
   observation) with backprop and adjoint; ``torchode AutoDiffAdjoint`` (per-sample
   steps, autograd through the loop), ``torchode BacksolveAdjoint`` (per-sample steps
@@ -890,8 +890,8 @@ def _per_sample_candidates(problem: Problem, libs) -> Dict[str, object]:
         ("neuralode per-sample backprop", {"per_sample": True}, "backprop"),
         ("neuralode per-sample adjoint", {"per_sample": True}, "adjoint"),
         ("neuralode per-sample checkpoint", {"per_sample": True}, "checkpoint"),
-        ("neuralode shared backprop", None, "backprop"),
-        ("neuralode shared adjoint", None, "adjoint"),
+        ("neuralode shared backprop", {"per_sample": False}, "backprop"),
+        ("neuralode shared adjoint", {"per_sample": False}, "adjoint"),
     ):
         if isinstance(nlo, str):
             out[name] = nlo

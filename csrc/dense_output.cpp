@@ -4,6 +4,7 @@
 #include "stages.h"
 
 #include <ATen/TensorOperators.h>
+#include <ATen/ops/bmm.h>
 #include <ATen/ops/from_blob.h>
 #include <ATen/ops/stack.h>
 
@@ -74,25 +75,33 @@ at::Tensor interpolate(const Tableau& tab, const std::vector<double>& thetas, do
   return w.matmul(at::stack(terms).reshape({n_terms, -1})).reshape(shape);
 }
 
-at::Tensor interpolate_rows(const Tableau& tab, const std::vector<double>& thetas, const std::vector<double>& hs,
+at::Tensor interpolate_rows(const Tableau& tab, const std::vector<int64_t>& rows,
+                            const std::vector<double>& thetas, const std::vector<double>& hs,
                             const at::Tensor& y0, const at::Tensor& y1,
                             const std::vector<at::Tensor>& ks, const at::Tensor& f1) {
-  const int64_t n_terms = tab.stages + 3, rows = static_cast<int64_t>(thetas.size());
-  TORCH_CHECK(y0.dim() >= 1 && y0.size(0) == rows && hs.size() == thetas.size(),
-              "internal: one theta and one step size per row of the state");
+  const int64_t n_terms = tab.stages + 3, m = static_cast<int64_t>(rows.size());
+  TORCH_CHECK(y0.dim() >= 1 && thetas.size() == rows.size() && hs.size() == rows.size(),
+              "internal: one theta and one step size per output row");
   std::vector<double> weights;
-  weights.reserve(rows * n_terms);
-  for (int64_t r = 0; r < rows; ++r) {
+  weights.reserve(m * n_terms);
+  for (int64_t r = 0; r < m; ++r) {
     const std::vector<double> w = term_weights(tab, {thetas[r]}, hs[r]);
     weights.insert(weights.end(), w.begin(), w.end());
   }
-  // (rows, terms) -> (terms, rows, 1): each row's weights on that row of every term.
-  const at::Tensor w = at::from_blob(weights.data(), {rows, n_terms}, at::kDouble)
+  // The chosen rows of every term, and each output's weights on them: one batched
+  // product (M, 1, terms) x (M, terms, elements).
+  const at::Tensor w = at::from_blob(weights.data(), {m, 1, n_terms}, at::kDouble)
                            .to(y0.options().requires_grad(false), /*non_blocking=*/false,
-                               /*copy=*/true)
-                           .t()
-                           .unsqueeze(-1);
-  return (w * at::stack(dense_terms(tab, y0, y1, ks, f1)).reshape({n_terms, rows, -1})).sum(0).reshape(y0.sizes());
+                               /*copy=*/true);
+  std::vector<int64_t> which = rows;
+  const at::Tensor index = at::from_blob(which.data(), {m}, at::kLong).to(y0.device(), false, /*copy=*/true);
+  const int64_t batch = y0.size(0);
+  const at::Tensor terms = at::stack(dense_terms(tab, y0, y1, ks, f1), 1)
+                               .reshape({batch, n_terms, batch == 0 ? 0 : y0.numel() / batch})
+                               .index_select(0, index);
+  std::vector<int64_t> shape{m};
+  shape.insert(shape.end(), y0.sizes().begin() + 1, y0.sizes().end());
+  return at::bmm(w, terms).reshape(shape);
 }
 
 at::Tensor interpolate_linear(const at::Tensor& z0, const at::Tensor& z1, const at::Tensor& theta) {

@@ -20,9 +20,12 @@ at::Tensor interpolate(const Tableau& tab, const std::vector<double>& thetas, do
                        const at::Tensor& y0, const at::Tensor& y1,
                        const std::vector<at::Tensor>& ks, const at::Tensor& f1);
 
-// The same interpolant with each row of the state at its own theta and step size
-// (thetas[b], hs[b] for row b): per-sample steps, and events per sample.
-at::Tensor interpolate_rows(const Tableau& tab, const std::vector<double>& thetas, const std::vector<double>& hs,
+// The same interpolant for chosen rows of the state, each at its own theta and step
+// size: output m is row rows[m] at thetas[m] with step hs[m] (a row may appear several
+// times): per-sample steps (one batched product for all the step's observations) and
+// events per sample. Shape (M, *y0.shape[1:]).
+at::Tensor interpolate_rows(const Tableau& tab, const std::vector<int64_t>& rows,
+                            const std::vector<double>& thetas, const std::vector<double>& hs,
                             const at::Tensor& y0, const at::Tensor& y1,
                             const std::vector<at::Tensor>& ks, const at::Tensor& f1);
 

@@ -57,8 +57,10 @@ at::Tensor OutputObserver::state_at(const Step& step, ForwardSystem& fs, const a
   const at::Tensor &z0 = fs.z(), &z1 = fs.z1();
   if (fs.tableau().adaptive) {
     if (per_row) {
-      return interpolate_rows(fs.tableau(), thetas, std::vector<double>(thetas.size(), step.dtau), z0, z1,
-                              fs.stages(), f1);
+      std::vector<int64_t> rows(thetas.size());
+      for (size_t r = 0; r < rows.size(); ++r) rows[r] = static_cast<int64_t>(r);
+      return interpolate_rows(fs.tableau(), rows, thetas, std::vector<double>(thetas.size(), step.dtau), z0,
+                              z1, fs.stages(), f1);
     }
     return interpolate(fs.tableau(), {thetas.at(0)}, step.dtau, z0, z1, fs.stages(), f1)[0];
   }
@@ -157,28 +159,16 @@ void OutputObserver::on_sample_step(const Step& step, ForwardSystem& fs) {
   }
   if (step.sample_obs.empty()) return;
   const int64_t B = fs.z().size(0);
-  // A row may serve several observations in one step: round r takes each row's r-th.
-  std::vector<std::vector<const SampleObs*>> per_row(B);
-  size_t rounds = 0;
+  // Every observation the step serves, in one batched product (a row may serve several).
+  std::vector<int64_t> rows;
+  std::vector<double> thetas, hs;
   for (const SampleObs& o : step.sample_obs) {
-    per_row[o.row].push_back(&o);
-    rounds = std::max(rounds, per_row[o.row].size());
+    rows.push_back(o.row);
+    thetas.push_back(o.theta);
+    hs.push_back(step.row_h[o.row]);
+    sample_index_.push_back(o.obs * B + o.row);
   }
-  const at::Tensor f1 = fs.f_end(step);
-  for (size_t r = 0; r < rounds; ++r) {
-    std::vector<double> thetas(B, 1.0);
-    std::vector<int64_t> rows;
-    for (int64_t b = 0; b < B; ++b) {
-      if (per_row[b].size() <= r) continue;
-      thetas[b] = per_row[b][r]->theta;
-      rows.push_back(b);
-      sample_index_.push_back(per_row[b][r]->obs * B + b);
-    }
-    const at::Tensor y = interpolate_rows(fs.tableau(), thetas, step.row_h, fs.z(), fs.z1(), fs.stages(), f1);
-    const at::Tensor index = at::from_blob(rows.data(), {static_cast<int64_t>(rows.size())}, at::kLong)
-                                 .to(y.device(), /*non_blocking=*/false, /*copy=*/true);
-    chunks_.push_back(y.index_select(0, index));
-  }
+  chunks_.push_back(interpolate_rows(fs.tableau(), rows, thetas, hs, fs.z(), fs.z1(), fs.stages(), fs.f_end(step)));
 }
 
 void OutputObserver::on_step(const Step& step, System& system) {

@@ -179,8 +179,12 @@ class PerSamplePlanner : public Planner {
     }
     ++accepted_;
     ++moves_;
-    step.accept_rows = at::from_blob(accept.data(), {B_}, at::kDouble)
-                           .to(z_options_.dtype(at::kBool), false, /*copy=*/true);
+    // Where no row that tried was rejected, every row moves to the step's end (a finished
+    // row's step has size 0: its end is where it is): no mask, the plain commit.
+    if (step.mixed) {
+      step.accept_rows = at::from_blob(accept.data(), {B_}, at::kDouble)
+                             .to(z_options_.dtype(at::kBool), false, /*copy=*/true);
+    }
     return true;
   }
 

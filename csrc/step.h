@@ -44,7 +44,8 @@ struct Step {
 
   // Per-sample steps (each sample its own size and accept/reject): the system computes
   // one error ratio per row (`row_errors`); the planner's verdict per row is `accept_rows`
-  // (bool, one per row, on the state's device: the rows that move to the step's end),
+  // (bool, one per row, on the state's device: the rows that move to the step's end;
+  // undefined when every row moves, a finished row's step being of size 0),
   // `row_t0`/`row_h` are t0 and h on the host, `sample_obs` the rows' observations
   // inside their steps.
   bool row_errors = false;

@@ -346,32 +346,22 @@ double ReplaySystem::attempt(const Step& walk) {
   if (rec.step.row_errors) {
     // Per-sample steps: only the accepted rows moved (the others pass a through), and
     // each row's observations inside its step come from its own dense output.
-    outputs[0] = at::where(rows_view(rec.step.accept_rows, z0.dim()), y1, z0);
+    if (rec.step.accept_rows.defined()) outputs[0] = at::where(rows_view(rec.step.accept_rows, z0.dim()), y1, z0);
     if (!rec.step.sample_obs.empty()) {
       const int64_t B = z0.size(0);
       const at::Tensor f1 = loop_.tableau().fsal ? ks.back() : f_(end_time(step, t_options_), y1);
-      std::vector<std::vector<const SampleObs*>> per_row(B);
-      size_t rounds = 0;
+      std::vector<int64_t> rows, flat;
+      std::vector<double> thetas, hs;
       for (const SampleObs& o : rec.step.sample_obs) {
-        per_row[o.row].push_back(&o);
-        rounds = std::max(rounds, per_row[o.row].size());
+        rows.push_back(o.row);
+        thetas.push_back(o.theta);
+        hs.push_back(rec.step.row_h[o.row]);
+        flat.push_back(o.obs * B + o.row);
       }
-      for (size_t r = 0; r < rounds; ++r) {
-        std::vector<double> thetas(B, 1.0);
-        std::vector<int64_t> rows, flat;
-        for (int64_t b = 0; b < B; ++b) {
-          if (per_row[b].size() <= r) continue;
-          thetas[b] = per_row[b][r]->theta;
-          rows.push_back(b);
-          flat.push_back(per_row[b][r]->obs * B + b);
-        }
-        const int64_t n = static_cast<int64_t>(rows.size());
-        const at::Tensor index = at::from_blob(rows.data(), {n}, at::kLong).to(z0.device(), false, true);
-        const at::Tensor where = at::from_blob(flat.data(), {n}, at::kLong).to(z0.device(), false, true);
-        outputs.push_back(interpolate_rows(loop_.tableau(), thetas, rec.step.row_h, z0, y1, ks, f1)
-                              .index_select(0, index));
-        cotangents.push_back(grad_ys_.flatten(0, 1).index_select(0, where));
-      }
+      const int64_t n = static_cast<int64_t>(rows.size());
+      const at::Tensor where = at::from_blob(flat.data(), {n}, at::kLong).to(z0.device(), false, true);
+      outputs.push_back(interpolate_rows(loop_.tableau(), rows, thetas, hs, z0, y1, ks, f1));
+      cotangents.push_back(grad_ys_.flatten(0, 1).index_select(0, where));
     }
   } else if (!rec.step.inner.empty()) {
     std::vector<at::Tensor> inside;
