@@ -13,7 +13,6 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
-#include <sstream>
 
 #include "controller.h"
 #include "planner.h"
@@ -22,18 +21,6 @@
 
 namespace neuralode {
 namespace {
-
-std::string num(double x) {
-  std::ostringstream s;
-  s.precision(17);
-  s << x;
-  return s.str();
-}
-
-std::vector<double> host_values(const at::Tensor& t) {
-  at::Tensor h = t.detach().to(at::kDouble).cpu().contiguous();
-  return std::vector<double>(h.data_ptr<double>(), h.data_ptr<double>() + h.numel());
-}
 
 // One value per row as a (rows, 1) tensor with `options`.
 at::Tensor column(std::vector<double> values, const at::TensorOptions& options) {

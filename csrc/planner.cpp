@@ -22,12 +22,7 @@
 #include "tape.h"
 
 namespace neuralode {
-namespace {
 
-constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
-constexpr double kInf = std::numeric_limits<double>::infinity();
-
-// Formats a double with full precision for error messages.
 std::string num(double x) {
   std::ostringstream s;
   s.precision(17);
@@ -39,6 +34,12 @@ std::vector<double> host_values(const at::Tensor& t) {
   at::Tensor h = t.detach().to(at::kDouble).cpu().contiguous();
   return std::vector<double>(h.data_ptr<double>(), h.data_ptr<double>() + h.numel());
 }
+
+namespace {
+
+constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
+constexpr double kInf = std::numeric_limits<double>::infinity();
+
 
 // ---------------------------------------------------------------- fixed grids
 

@@ -29,6 +29,11 @@ namespace neuralode {
 class System;
 struct Tape;
 
+// A double with full precision, for error messages.
+std::string num(double x);
+// A tensor's values on the host, as doubles (one read).
+std::vector<double> host_values(const at::Tensor& t);
+
 class Planner {
  public:
   virtual ~Planner() = default;

@@ -125,16 +125,22 @@ at::Tensor StageLoop::combine(const StagePart& part, const std::vector<at::Tenso
   return stage_combine(part.x, t.ks, t.coeffs, weight(part, dt));
 }
 
-std::pair<at::Tensor, std::vector<double>> StageLoop::finish_rows(const Step& step, const StagePart& part,
-                                                                  const std::vector<at::Tensor>& k,
-                                                                  const std::vector<double>& factor,
-                                                                  const StepPlan& plan) const {
+std::pair<std::vector<double>, std::vector<double>> StageLoop::part_weights(
+    const StagePart& part, const std::vector<double>& factor) const {
   std::vector<double> b(b_.size()), e(e_.size());
   for (size_t j = 0; j < b.size(); ++j) {
     const double w = (part.negated ? -1.0 : 1.0) * (part.prescaled ? factor[j] : 1.0);
     b[j] = b_[j] * w;
     e[j] = e_[j] * w;
   }
+  return {b, e};
+}
+
+std::pair<at::Tensor, std::vector<double>> StageLoop::finish_rows(const Step& step, const StagePart& part,
+                                                                  const std::vector<at::Tensor>& k,
+                                                                  const std::vector<double>& factor,
+                                                                  const StepPlan& plan) const {
+  const auto [b, e] = part_weights(part, factor);
   const std::optional<at::Tensor> dt = weight(part, step.dt);
   at::Tensor x1, sums;
   if (differentiable_) {
@@ -157,12 +163,7 @@ std::pair<at::Tensor, PartError> StageLoop::finish(const Step& step, const Stage
                                                    const StepPlan& plan) const {
   if (!tab_.adaptive) return {combine(part, k, b_, factor, step.dt), PartError{}};
   // Every weight is passed (the kernel reads each k once for both sums).
-  std::vector<double> b(b_.size()), e(e_.size());
-  for (size_t j = 0; j < b.size(); ++j) {
-    const double w = (part.negated ? -1.0 : 1.0) * (part.prescaled ? factor[j] : 1.0);
-    b[j] = b_[j] * w;
-    e[j] = e_[j] * w;
-  }
+  const auto [b, e] = part_weights(part, factor);
   const std::optional<at::Tensor> dt = weight(part, step.dt);
   PartError error;
   if (plan.norm) {

@@ -89,6 +89,10 @@ class StageLoop {
                      const at::Tensor& dt) const;
 
   const std::vector<double>& b() const { return b_; }
+  // The weights b_j w_j and e_j w_j of a part's stages (w: the sign of a negated part and
+  // the factors of a pre-scaled one): every weight, so that a kernel reads each k once.
+  std::pair<std::vector<double>, std::vector<double>> part_weights(const StagePart& part,
+                                                                   const std::vector<double>& factor) const;
   const std::vector<double>& e() const { return e_; }
 
  private:

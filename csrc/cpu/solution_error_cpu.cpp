@@ -90,6 +90,37 @@ double solution_error_range(const scalar_t* y0, const scalar_t* const* ks,
   return sum;
 }
 
+// The operands of both kernels as raw pointers and weights in the accumulation type.
+template <typename scalar_t>
+struct KernelArgs {
+  using acc_t = at::opmath_type<scalar_t>;
+  Operands o;
+  std::array<const scalar_t*, math::kMaxStages> kp{};
+  std::array<acc_t, math::kMaxStages> bp{}, ep{};
+  const scalar_t *y0, *dt, *rt, *at;
+  scalar_t* out;
+
+  KernelArgs(const StageCombineOperands& ops, const at::Tensor& rtol, const at::Tensor& atol,
+             at::ArrayRef<double> b, at::ArrayRef<double> e, at::Tensor& y1)
+      : o{static_cast<int>(ops.ks.size()), ops.rows, ops.inner, rtol.numel() > 1, atol.numel() > 1},
+        y0(ops.y0.data_ptr<scalar_t>()),
+        dt(ops.dt ? ops.dt->data_ptr<scalar_t>() : nullptr),
+        rt(rtol.data_ptr<scalar_t>()),
+        at(atol.data_ptr<scalar_t>()),
+        out(y1.data_ptr<scalar_t>()) {
+    for (int j = 0; j < o.n_ks; ++j) {
+      kp[j] = ops.ks[j].data_ptr<scalar_t>();
+      bp[j] = static_cast<acc_t>(b[j]);
+      ep[j] = static_cast<acc_t>(e[j]);
+    }
+  }
+
+  // Elements [begin, end): y1 written, their sum of squared scaled errors returned.
+  double range(int64_t begin, int64_t end) const {
+    return solution_error_range<scalar_t>(y0, kp.data(), bp.data(), ep.data(), dt, rt, at, o, out, begin, end);
+  }
+};
+
 }  // namespace
 
 std::tuple<at::Tensor, at::Tensor> rk_solution_error_cpu(
@@ -102,26 +133,11 @@ std::tuple<at::Tensor, at::Tensor> rk_solution_error_cpu(
   const int64_t numel = ops.y0.numel();
   double total = 0.0;
   AT_DISPATCH_FLOATING_TYPES(ops.y0.scalar_type(), "rk_solution_error_cpu", [&] {
-    using acc_t = at::opmath_type<scalar_t>;
-    Operands o{static_cast<int>(ops.ks.size()), ops.rows, ops.inner, rtol.numel() > 1,
-               atol.numel() > 1};
-    std::array<const scalar_t*, math::kMaxStages> kp{};
-    std::array<acc_t, math::kMaxStages> bp{}, ep{};
-    for (int j = 0; j < o.n_ks; ++j) {
-      kp[j] = ops.ks[j].data_ptr<scalar_t>();
-      bp[j] = static_cast<acc_t>(b_in[j]);
-      ep[j] = static_cast<acc_t>(e_in[j]);
-    }
-    const scalar_t* y0 = ops.y0.data_ptr<scalar_t>();
-    const scalar_t* dt = ops.dt ? ops.dt->data_ptr<scalar_t>() : nullptr;
-    const scalar_t* rt = rtol.data_ptr<scalar_t>();
-    const scalar_t* at_ = atol.data_ptr<scalar_t>();
-    scalar_t* out = y1.data_ptr<scalar_t>();
+    const KernelArgs<scalar_t> a(ops, rtol, atol, b_in, e_in, y1);
     total = at::parallel_reduce(
         0, numel, kGrain, 0.0,
         [&](int64_t begin, int64_t end, double ident) {
-          return ident + solution_error_range<scalar_t>(y0, kp.data(), bp.data(), ep.data(), dt,
-                                                        rt, at_, o, out, begin, end);
+          return ident + a.range(begin, end);
         },
         std::plus<double>());
   });
@@ -142,27 +158,12 @@ std::tuple<at::Tensor, at::Tensor> rk_solution_error_rows_cpu(
   if (inner == 0) return {y1, sums};
   double* out_sums = sums.data_ptr<double>();
   AT_DISPATCH_FLOATING_TYPES(ops.y0.scalar_type(), "rk_solution_error_rows_cpu", [&] {
-    using acc_t = at::opmath_type<scalar_t>;
-    Operands o{static_cast<int>(ops.ks.size()), ops.rows, ops.inner, rtol.numel() > 1,
-               atol.numel() > 1};
-    std::array<const scalar_t*, math::kMaxStages> kp{};
-    std::array<acc_t, math::kMaxStages> bp{}, ep{};
-    for (int j = 0; j < o.n_ks; ++j) {
-      kp[j] = ops.ks[j].data_ptr<scalar_t>();
-      bp[j] = static_cast<acc_t>(b_in[j]);
-      ep[j] = static_cast<acc_t>(e_in[j]);
-    }
-    const scalar_t* y0 = ops.y0.data_ptr<scalar_t>();
-    const scalar_t* dt = ops.dt ? ops.dt->data_ptr<scalar_t>() : nullptr;
-    const scalar_t* rt = rtol.data_ptr<scalar_t>();
-    const scalar_t* at_ = atol.data_ptr<scalar_t>();
-    scalar_t* out = y1.data_ptr<scalar_t>();
+    const KernelArgs<scalar_t> a(ops, rtol, atol, b_in, e_in, y1);
     // One row per task: the same blocked pass as the whole-state kernel, its sum kept
     // for the row (each row's error ratio steers that sample's step).
     at::parallel_for(0, rows, std::max<int64_t>(1, kGrain / inner), [&](int64_t begin, int64_t end) {
       for (int64_t r = begin; r < end; ++r) {
-        out_sums[r] = solution_error_range<scalar_t>(y0, kp.data(), bp.data(), ep.data(), dt, rt, at_, o, out,
-                                                     r * inner, (r + 1) * inner);
+        out_sums[r] = a.range(r * inner, (r + 1) * inner);
       }
     });
   });

@@ -30,6 +30,34 @@ struct StepWeights {
   int n;
 };
 
+// The stage derivatives' pointers and both weight lists, passed to a kernel by value.
+template <typename scalar_t>
+StepWeights<scalar_t> step_weights(const StageCombineOperands& ops, at::ArrayRef<double> b, at::ArrayRef<double> e) {
+  using acc_t = at::opmath_type<scalar_t>;
+  StepWeights<scalar_t> w{};
+  w.n = static_cast<int>(ops.ks.size());
+  for (int j = 0; j < w.n; ++j) {
+    w.ks[j] = ops.ks[j].data_ptr<scalar_t>();
+    w.b[j] = static_cast<acc_t>(b[j]);
+    w.e[j] = static_cast<acc_t>(e[j]);
+  }
+  return w;
+}
+
+// The sum of `local` over the block (kThreads threads): warp shuffles, then one value
+// per warp through shared memory; valid in thread 0.
+__device__ __forceinline__ double block_sum(double local, double* warp_sums) {
+  for (int offset = 16; offset > 0; offset /= 2) local += __shfl_down_sync(0xffffffff, local, offset);
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  if (lane == 0) warp_sums[warp] = local;
+  __syncthreads();
+  if (warp == 0) {
+    local = lane < kThreads / 32 ? warp_sums[lane] : 0.0;
+    for (int offset = 16; offset > 0; offset /= 2) local += __shfl_down_sync(0xffffffff, local, offset);
+  }
+  return local;
+}
+
 template <typename scalar_t>
 __global__ void solution_error_kernel(const scalar_t* __restrict__ y0, StepWeights<scalar_t> w,
                                       const scalar_t* __restrict__ dt, int64_t rows, int64_t inner,
@@ -47,17 +75,9 @@ __global__ void solution_error_kernel(const scalar_t* __restrict__ y0, StepWeigh
         y0[i], w.ks, w.b, w.e, w.n, h, static_cast<acc_t>(rtol[rtol_each ? i : 0]),
         static_cast<acc_t>(atol[atol_each ? i : 0]), i, &y1[i]));
   }
-  // Block reduction: warp shuffles, then one value per warp through shared memory.
-  for (int offset = 16; offset > 0; offset /= 2) local += __shfl_down_sync(0xffffffff, local, offset);
   __shared__ double warp_sums[kThreads / 32];
-  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-  if (lane == 0) warp_sums[warp] = local;
-  __syncthreads();
-  if (warp == 0) {
-    local = lane < kThreads / 32 ? warp_sums[lane] : 0.0;
-    for (int offset = 16; offset > 0; offset /= 2) local += __shfl_down_sync(0xffffffff, local, offset);
-    if (lane == 0) atomicAdd(sum, local);
-  }
+  const double total = block_sum(local, warp_sums);
+  if (threadIdx.x == 0) atomicAdd(sum, total);
 }
 
 // One block per row (grid-stride over rows): the row's elements by the block's
@@ -79,15 +99,8 @@ __global__ void solution_error_rows_kernel(const scalar_t* __restrict__ y0, Step
           y0[i], w.ks, w.b, w.e, w.n, h, static_cast<acc_t>(rtol[rtol_each ? i : 0]),
           static_cast<acc_t>(atol[atol_each ? i : 0]), i, &y1[i]));
     }
-    for (int offset = 16; offset > 0; offset /= 2) local += __shfl_down_sync(0xffffffff, local, offset);
-    const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-    if (lane == 0) warp_sums[warp] = local;
-    __syncthreads();
-    if (warp == 0) {
-      local = lane < kThreads / 32 ? warp_sums[lane] : 0.0;
-      for (int offset = 16; offset > 0; offset /= 2) local += __shfl_down_sync(0xffffffff, local, offset);
-      if (lane == 0) sums[r] = local;
-    }
+    const double total = block_sum(local, warp_sums);
+    if (threadIdx.x == 0) sums[r] = total;
     __syncthreads();  // warp_sums is reused by the block's next row
   }
 }
@@ -108,14 +121,7 @@ std::tuple<at::Tensor, at::Tensor> rk_solution_error_rows_cuda(
   const int64_t blocks = std::min<int64_t>(rows, 65535);
   auto stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES(ops.y0.scalar_type(), "rk_solution_error_rows_cuda", [&] {
-    using acc_t = at::opmath_type<scalar_t>;
-    StepWeights<scalar_t> w{};
-    w.n = static_cast<int>(ops.ks.size());
-    for (int j = 0; j < w.n; ++j) {
-      w.ks[j] = ops.ks[j].data_ptr<scalar_t>();
-      w.b[j] = static_cast<acc_t>(b_in[j]);
-      w.e[j] = static_cast<acc_t>(e_in[j]);
-    }
+    const StepWeights<scalar_t> w = step_weights<scalar_t>(ops, b_in, e_in);
     solution_error_rows_kernel<scalar_t><<<static_cast<unsigned>(blocks), kThreads, 0, stream>>>(
         ops.y0.data_ptr<scalar_t>(), w, ops.dt ? ops.dt->data_ptr<scalar_t>() : nullptr, ops.rows, rows,
         inner, rtol.data_ptr<scalar_t>(), rtol.numel() > 1, atol.data_ptr<scalar_t>(), atol.numel() > 1,
@@ -139,14 +145,7 @@ std::tuple<at::Tensor, at::Tensor> rk_solution_error_cuda(
   const int64_t blocks = std::min<int64_t>((numel + kThreads - 1) / kThreads, 1024);
   auto stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES(ops.y0.scalar_type(), "rk_solution_error_cuda", [&] {
-    using acc_t = at::opmath_type<scalar_t>;
-    StepWeights<scalar_t> w{};
-    w.n = static_cast<int>(ops.ks.size());
-    for (int j = 0; j < w.n; ++j) {
-      w.ks[j] = ops.ks[j].data_ptr<scalar_t>();
-      w.b[j] = static_cast<acc_t>(b_in[j]);
-      w.e[j] = static_cast<acc_t>(e_in[j]);
-    }
+    const StepWeights<scalar_t> w = step_weights<scalar_t>(ops, b_in, e_in);
     solution_error_kernel<scalar_t><<<static_cast<unsigned>(blocks), kThreads, 0, stream>>>(
         ops.y0.data_ptr<scalar_t>(), w, ops.dt ? ops.dt->data_ptr<scalar_t>() : nullptr,
         ops.rows, ops.inner, rtol.data_ptr<scalar_t>(), rtol.numel() > 1,
