@@ -93,8 +93,7 @@ at::Tensor interpolate_rows(const Tableau& tab, const std::vector<int64_t>& rows
   const at::Tensor w = at::from_blob(weights.data(), {m, 1, n_terms}, at::kDouble)
                            .to(y0.options().requires_grad(false), /*non_blocking=*/false,
                                /*copy=*/true);
-  std::vector<int64_t> which = rows;
-  const at::Tensor index = at::from_blob(which.data(), {m}, at::kLong).to(y0.device(), false, /*copy=*/true);
+  const at::Tensor index = host_index(rows, y0.device());
   const int64_t batch = y0.size(0);
   const at::Tensor terms = at::stack(dense_terms(tab, y0, y1, ks, f1), 1)
                                .reshape({batch, n_terms, batch == 0 ? 0 : y0.numel() / batch})

@@ -30,7 +30,7 @@ std::vector<double> event_values(const at::Tensor& g, int64_t rows) {
   return v;
 }
 
-EventSearch::EventSearch(const EventSpec& spec, const at::Tensor& g0, int64_t rows) : spec_(spec) {
+EventSearch::EventSearch(const EventSpec& spec, const at::Tensor& g0, int64_t rows) {
   g_start_ = event_values(g0, spec.per_sample ? rows : 1);
   const size_t n = g_start_.size();
   sign0_.resize(n);

@@ -27,7 +27,6 @@ class EventSearch {
   // its event at the start (torchdiffeq's rule).
   EventSearch(const EventSpec& spec, const at::Tensor& g0, int64_t rows);
 
-  const EventSpec& spec() const { return spec_; }
   int64_t rows() const { return static_cast<int64_t>(sign0_.size()); }
   bool done() const { return remaining_ == 0; }
   // The rows whose event is at the start.
@@ -51,7 +50,6 @@ class EventSearch {
   void advance();
 
  private:
-  EventSpec spec_;
   std::vector<double> sign0_, g_start_, g_end_;
   std::vector<bool> found_;
   std::vector<int64_t> at_start_;

@@ -5,7 +5,6 @@
 #include <ATen/TensorOperators.h>
 #include <ATen/ops/cat.h>
 #include <ATen/ops/stack.h>
-#include <ATen/ops/from_blob.h>
 #include <ATen/ops/scalar_tensor.h>
 #include <ATen/ops/zeros_like.h>
 #include <c10/core/GradMode.h>
@@ -47,9 +46,7 @@ void OutputObserver::begin(System& system) {
 at::Tensor OutputObserver::time_tensor(const std::vector<double>& taus, const at::Tensor& like) const {
   const at::TensorOptions options = like.options().requires_grad(false);
   if (!event_->per_sample) return at::scalar_tensor(taus.at(0), options);
-  std::vector<double> copy = taus;
-  return at::from_blob(copy.data(), {static_cast<int64_t>(copy.size())}, at::kDouble)
-      .to(options, /*non_blocking=*/false, /*copy=*/true);
+  return host_tensor(taus, options);
 }
 
 at::Tensor OutputObserver::state_at(const Step& step, ForwardSystem& fs, const at::Tensor& f1,
@@ -92,12 +89,11 @@ bool OutputObserver::locate_events(const Step& step, ForwardSystem& fs, TapeStep
   // graph: the output at the event is differentiated through it.
   const bool need_f1 = fs.tableau().adaptive || cubic_;
   const at::Tensor f1 = need_f1 ? fs.f_end(step) : at::Tensor();
-  const Step probe_step = step;
   auto probe = [&](const std::vector<double>& thetas) {
     c10::NoGradGuard no_grad;
     std::vector<double> taus(thetas.size());
     for (size_t i = 0; i < thetas.size(); ++i) taus[i] = tau0 + thetas[i] * span;
-    const at::Tensor y = state_at(probe_step, fs, f1, thetas, per_sample);
+    const at::Tensor y = state_at(step, fs, f1, thetas, per_sample);
     return event_values(event_->fn(time_tensor(taus, y), y), search_->rows());
   };
   // The round-off of the times event_fn sees (the state's dtype: a float32 model sees
@@ -114,9 +110,7 @@ bool OutputObserver::locate_events(const Step& step, ForwardSystem& fs, TapeStep
       event_tau_[rows[i]] = tau0 + roots[i] * span;
     }
     c10::NoGradGuard no_grad;
-    std::vector<int64_t> which(rows.begin(), rows.end());
-    const at::Tensor index = at::from_blob(which.data(), {static_cast<int64_t>(which.size())}, at::kLong)
-                                 .to(event_rows_.device(), /*non_blocking=*/false, /*copy=*/true);
+    const at::Tensor index = host_index(rows, event_rows_.device());
     event_rows_.index_copy_(0, index, state_at(step, fs, f1, thetas, true).index_select(0, index));
     return false;
   }
@@ -143,11 +137,9 @@ bool OutputObserver::locate_events(const Step& step, ForwardSystem& fs, TapeStep
 
 at::Tensor OutputObserver::event_time() const {
   TORCH_CHECK(search_ != nullptr, "internal: no event search in this solve");
-  std::vector<double> taus = event_tau_;
   const at::TensorOptions options = t_.options().requires_grad(false);
-  if (!event_->per_sample) return at::scalar_tensor(taus.at(0), options);
-  return at::from_blob(taus.data(), {static_cast<int64_t>(taus.size())}, at::kDouble)
-      .to(options, /*non_blocking=*/false, /*copy=*/true);
+  if (!event_->per_sample) return at::scalar_tensor(event_tau_.at(0), options);
+  return host_tensor(event_tau_, options);
 }
 
 void OutputObserver::on_sample_step(const Step& step, ForwardSystem& fs) {
@@ -219,7 +211,7 @@ void OutputObserver::on_stop(int64_t, System& system) {
 
 at::Tensor OutputObserver::outputs() const {
   if (event_ != nullptr && event_->per_sample) return at::cat({chunks_.at(0), event_rows_.unsqueeze(0)});
-  if (!sample_index_.empty() || per_sample_) {
+  if (per_sample_) {
     // Per-sample steps: the rows were served in the order their steps reached them;
     // each goes to its place (obs, row) at once (one differentiable scatter).
     const at::Tensor y0 = chunks_.at(0).squeeze(0);
@@ -231,8 +223,7 @@ at::Tensor OutputObserver::outputs() const {
     rows.insert(rows.end(), chunks_.begin() + 1, chunks_.end());
     const at::Tensor values = at::cat(rows);
     TORCH_CHECK(values.size(0) == T * B, "internal: every observation of every sample is served once");
-    const at::Tensor where = at::from_blob(index.data(), {T * B}, at::kLong)
-                                 .to(values.device(), /*non_blocking=*/false, /*copy=*/true);
+    const at::Tensor where = host_index(index, values.device());
     std::vector<int64_t> shape{T};
     shape.insert(shape.end(), y0.sizes().begin(), y0.sizes().end());
     return at::zeros_like(values).index_put({where}, values).reshape(shape);
@@ -286,7 +277,7 @@ void SampleAdjointObserver::begin(System& system) {
   const int64_t T = ys_.size(0), B = ys_.size(1);
   std::vector<int64_t> all(B);
   for (int64_t b = 0; b < B; ++b) all[b] = b;
-  const at::Tensor index = at::from_blob(all.data(), {B}, at::kLong).to(ys_.device(), false, /*copy=*/true);
+  const at::Tensor index = host_index(all, ys_.device());
   adj.jump_rows(index, ys_[T - 1], grad_ys_[T - 1], need_t_ && T > 1 ? direct_[T - 1] : at::Tensor());
 }
 
@@ -300,15 +291,15 @@ void SampleAdjointObserver::after_commit(const Step& step, System& system) {
     flat.push_back(o.obs * B + o.row);
   }
   const int64_t n = static_cast<int64_t>(rows.size());
-  const at::Tensor index = at::from_blob(rows.data(), {n}, at::kLong).to(ys_.device(), false, /*copy=*/true);
-  const at::Tensor where = at::from_blob(flat.data(), {n}, at::kLong).to(ys_.device(), false, /*copy=*/true);
+  const at::Tensor index = host_index(rows, ys_.device());
+  const at::Tensor where = host_index(flat, ys_.device());
   auto pick = [&](const at::Tensor& x) { return x.flatten(0, 1).index_select(0, where); };
   at::Tensor direct;
   if (need_t_) {
     // Observation 0 has no direct term: dL/dt_0 is the running time adjoint.
     std::vector<double> keep;
     for (const SampleObs& o : step.sample_obs) keep.push_back(o.obs > 0 ? 1.0 : 0.0);
-    const at::Tensor mask = at::from_blob(keep.data(), {n, 1}, at::kDouble).to(direct_.options(), false, true);
+    const at::Tensor mask = host_tensor(keep, direct_.options()).reshape({n, 1});
     direct = pick(direct_) * mask;
   }
   adj.jump_rows(index, pick(ys_), pick(grad_ys_), direct);

@@ -7,7 +7,6 @@
 // One host read per step: the rows' error ratios.
 #define TORCH_ASSERT_ONLY_METHOD_OPERATORS
 #include <ATen/TensorOperators.h>
-#include <ATen/ops/from_blob.h>
 #include <c10/core/GradMode.h>
 
 #include <algorithm>
@@ -23,9 +22,8 @@ namespace neuralode {
 namespace {
 
 // One value per row as a (rows, 1) tensor with `options`.
-at::Tensor column(std::vector<double> values, const at::TensorOptions& options) {
-  const int64_t n = static_cast<int64_t>(values.size());
-  return at::from_blob(values.data(), {n, 1}, at::kDouble).to(options, false, /*copy=*/true);
+at::Tensor column(const std::vector<double>& values, const at::TensorOptions& options) {
+  return host_tensor(values, options).unsqueeze(1);
 }
 
 // The RMS over each row of x / scale (elements with scale 0 and x 0 count 0).
@@ -81,7 +79,6 @@ class PerSamplePlanner : public Planner {
     step.tau0 = step.dtau = std::numeric_limits<double>::quiet_NaN();
     step.tau_first = static_cast<double>(moves_);
     step.tau_last = static_cast<double>(moves_ + 1);
-    step.row_t0 = tau_;
     step.row_h.assign(B_, 0.0);
     lands_.assign(B_, false);
     at_min_.assign(B_, false);
@@ -104,7 +101,7 @@ class PerSamplePlanner : public Planner {
                         "may be stiff or f non-smooth there: loosen rtol/atol or set options['min_step']");
       step.row_h[b] = dir_[b] * h_try;
     }
-    step.t0 = column(step.row_t0, t_options_);
+    step.t0 = column(tau_, t_options_);
     step.h = column(step.row_h, t_options_);
     step.dt = step.h.to(z_options_.dtype().toScalarType());
     return step;
@@ -169,8 +166,7 @@ class PerSamplePlanner : public Planner {
     // Where no row that tried was rejected, every row moves to the step's end (a finished
     // row's step has size 0: its end is where it is): no mask, the plain commit.
     if (step.mixed) {
-      step.accept_rows = at::from_blob(accept.data(), {B_}, at::kDouble)
-                             .to(z_options_.dtype(at::kBool), false, /*copy=*/true);
+      step.accept_rows = host_tensor(accept, z_options_.dtype(at::kBool));
     }
     return true;
   }
@@ -189,7 +185,6 @@ class PerSamplePlanner : public Planner {
     Step probe;
     probe.host_times = false;
     probe.tau_first = 0.0;  // = the first step's: stage 0 is kept for it
-    probe.row_t0 = tau_;
     probe.t0 = column(tau_, t_options_);
     probe.h = column(dir_, t_options_);  // a unit step per row
     probe.dt = probe.h.to(z_options_.dtype().toScalarType());

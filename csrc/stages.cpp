@@ -4,6 +4,7 @@
 #include <ATen/TensorOperators.h>
 #include <ATen/core/LegacyTypeDispatch.h>
 #include <ATen/ops/cat.h>
+#include <ATen/ops/from_blob.h>
 #include <ATen/ops/maximum.h>
 #include <ATen/ops/nextafter.h>
 #include <ATen/ops/scalar_tensor.h>
@@ -76,6 +77,17 @@ StageLoop::StageLoop(const Tableau& tab, bool differentiable)
 at::Tensor by_rows(const at::Tensor& x) {
   const int64_t rows = x.dim() == 0 ? 1 : x.size(0);
   return x.reshape({rows, rows == 0 ? 0 : x.numel() / rows});
+}
+
+at::Tensor host_tensor(const std::vector<double>& values, const at::TensorOptions& options) {
+  // from_blob only reads here: the copy to `options` is made before it returns.
+  return at::from_blob(const_cast<double*>(values.data()), {static_cast<int64_t>(values.size())}, at::kDouble)
+      .to(options, /*non_blocking=*/false, /*copy=*/true);
+}
+
+at::Tensor host_index(const std::vector<int64_t>& index, const at::Device& device) {
+  return at::from_blob(const_cast<int64_t*>(index.data()), {static_cast<int64_t>(index.size())}, at::kLong)
+      .to(device, /*non_blocking=*/false, /*copy=*/true);
 }
 
 namespace {

@@ -29,6 +29,11 @@ at::Tensor rows_view(const at::Tensor& h, int64_t dim);
 // x (rows, ...) as (rows, elements per row), also when either is 0.
 at::Tensor by_rows(const at::Tensor& x);
 
+// Host values as a 1-D tensor (copied) with `options`, and host indices as a 1-D long
+// tensor on `device`: what the per-sample loop hands to its tensor ops.
+at::Tensor host_tensor(const std::vector<double>& values, const at::TensorOptions& options);
+at::Tensor host_index(const std::vector<int64_t>& index, const at::Device& device);
+
 struct StagePart {
   at::Tensor x;
   bool negated = false;

@@ -46,12 +46,12 @@ struct Step {
   // one error ratio per row (`row_errors`); the planner's verdict per row is `accept_rows`
   // (bool, one per row, on the state's device: the rows that move to the step's end;
   // undefined when every row moves, a finished row's step being of size 0),
-  // `row_t0`/`row_h` are t0 and h on the host, `sample_obs` the rows' observations
+  // `row_h` the rows' (signed) step sizes on the host, `sample_obs` the rows' observations
   // inside their steps.
   bool row_errors = false;
   at::Tensor accept_rows;
   bool mixed = false;  // some row that tried the step was rejected (others accepted)
-  std::vector<double> row_t0, row_h;
+  std::vector<double> row_h;
   std::vector<SampleObs> sample_obs;
 };
 

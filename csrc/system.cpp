@@ -3,7 +3,6 @@
 
 #include <ATen/TensorOperators.h>
 #include <ATen/ops/stack.h>
-#include <ATen/ops/from_blob.h>
 #include <ATen/ops/index_add.h>
 #include <ATen/ops/index_copy.h>
 #include <ATen/ops/where.h>
@@ -23,6 +22,13 @@ namespace {
 // largest (per-element tolerances are laid out like the state, not like theta).
 at::Tensor param_tol(const at::Tensor& tol, const at::Tensor& like) {
   return (tol.numel() == 1 ? tol.reshape({}) : tol.amax()).to(like.scalar_type());
+}
+
+// The largest of some error ratios, NaN if any is (a non-finite step must be seen).
+double largest(const std::vector<double>& ratios) {
+  double worst = 0.0;
+  for (double r : ratios) worst = std::isnan(r) || std::isnan(worst) ? NAN : std::max(worst, r);
+  return worst;
 }
 
 }  // namespace
@@ -57,9 +63,7 @@ double ForwardSystem::attempt(const Step& step) {
   if (step.row_errors) {
     // Per-sample steps: the end without the fused error sum, then one ratio per row.
     std::tie(z1_, row_ratios_) = loop_.finish_rows(step, parts[0], st_.k[0], st_.factor, plan_);
-    double worst = 0.0;
-    for (double r : row_ratios_) worst = std::isnan(r) || std::isnan(worst) ? NAN : std::max(worst, r);
-    return worst;
+    return largest(row_ratios_);
   }
   auto [z1, error] = loop_.finish(step, parts[0], st_.k[0], st_.factor, plan_);
   z1_ = std::move(z1);
@@ -151,13 +155,9 @@ double AdjointSystem::attempt(const Step& step) {
     std::tie(z1_, rz) = loop_.finish_rows(step, parts[0], st_.k[0], st_.factor, plan_);
     std::tie(a1_, ra) = loop_.finish_rows(step, parts[1], st_.k[1], st_.factor, plan_);
     row_ratios_.resize(rz.size());
-    double worst = 0.0;
-    for (size_t b = 0; b < rz.size(); ++b) {
-      row_ratios_[b] = std::isnan(rz[b]) || std::isnan(ra[b]) ? NAN : std::max(rz[b], ra[b]);
-      worst = std::isnan(row_ratios_[b]) || std::isnan(worst) ? NAN : std::max(worst, row_ratios_[b]);
-    }
+    for (size_t b = 0; b < rz.size(); ++b) row_ratios_[b] = largest({rz[b], ra[b]});
     d_params_.clear();
-    return worst;
+    return largest(row_ratios_);
   }
   auto [z1, error_z] = loop_.finish(step, parts[0], st_.k[0], st_.factor, plan_);
   auto [a1, error_a] = loop_.finish(step, parts[1], st_.k[1], st_.factor, plan_);
@@ -358,8 +358,7 @@ double ReplaySystem::attempt(const Step& walk) {
         hs.push_back(rec.step.row_h[o.row]);
         flat.push_back(o.obs * B + o.row);
       }
-      const int64_t n = static_cast<int64_t>(rows.size());
-      const at::Tensor where = at::from_blob(flat.data(), {n}, at::kLong).to(z0.device(), false, true);
+      const at::Tensor where = host_index(flat, z0.device());
       outputs.push_back(interpolate_rows(loop_.tableau(), rows, thetas, hs, z0, y1, ks, f1));
       cotangents.push_back(grad_ys_.flatten(0, 1).index_select(0, where));
     }
