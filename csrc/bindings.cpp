@@ -170,7 +170,7 @@ PYBIND11_MODULE(_C, m) {
   py::class_<StepPlan>(m, "StepPlan", "How one direction of a solve places its steps (read-only).")
       .def(py::init([](const std::string& method, const std::string& grid, double step,
                        std::optional<at::Tensor> rtol, std::optional<at::Tensor> atol,
-                       double safety, double ifactor, double dfactor, bool pi, double beta1,
+                       double safety, double ifactor, double dfactor, const std::string& controller, double beta1,
                        double beta2, double first_step, double min_step, double max_step,
                        int64_t max_num_steps, std::vector<double> step_t,
                        std::vector<double> jump_t, std::optional<py::object> grid_constructor,
@@ -201,7 +201,11 @@ PYBIND11_MODULE(_C, m) {
              p.safety = safety;
              p.ifactor = ifactor;
              p.dfactor = dfactor;
-             p.pi = pi;
+             TORCH_CHECK_VALUE(controller == "I" || controller == "PI" || controller == "predictive",
+                               "controller must be 'I', 'PI' or 'predictive', got '", controller, "'");
+             p.controller = controller == "PI"           ? StepPlan::Controller::kPI
+                            : controller == "predictive" ? StepPlan::Controller::kPredictive
+                                                         : StepPlan::Controller::kI;
              p.beta1 = beta1;
              p.beta2 = beta2;
              p.first_step = first_step;
@@ -220,7 +224,7 @@ PYBIND11_MODULE(_C, m) {
            }),
            py::kw_only(), py::arg("method"), py::arg("grid"), py::arg("step"), py::arg("rtol"),
            py::arg("atol"), py::arg("safety"), py::arg("ifactor"), py::arg("dfactor"),
-           py::arg("pi"), py::arg("beta1"), py::arg("beta2"), py::arg("first_step"),
+           py::arg("controller"), py::arg("beta1"), py::arg("beta2"), py::arg("first_step"),
            py::arg("min_step"), py::arg("max_step"), py::arg("max_num_steps"), py::arg("step_t"),
            py::arg("jump_t"), py::arg("grid_constructor"), py::arg("interp"), py::arg("perturb"),
            py::arg("atol_has_zero") = false, py::arg("segments") = std::vector<int64_t>(),

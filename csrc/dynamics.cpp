@@ -144,7 +144,7 @@ at::Tensor Dynamics::operator()(const at::Tensor& t, const at::Tensor& z) {
 }
 
 VectorJacobianProducts Dynamics::vjp(const at::Tensor& t, const at::Tensor& z, const at::Tensor& w,
-                                     bool need_t, bool retain) {
+                                     bool need_t, bool retain, bool with_params) {
   TORCH_CHECK(!(retain && create_graph_), "internal: a kept graph is not recorded again");
   if (create_graph_) {
     // Recorded: one differentiable op (second derivatives through the adjoint).
@@ -173,7 +173,7 @@ VectorJacobianProducts Dynamics::vjp(const at::Tensor& t, const at::Tensor& z, c
   inputs.reserve(2 + params_.size());
   inputs.push_back(z_in);
   if (need_t) inputs.push_back(t_in);
-  inputs.insert(inputs.end(), params_.begin(), params_.end());
+  if (with_params) inputs.insert(inputs.end(), params_.begin(), params_.end());
   ScopedTimer timer(f_seconds_);
   std::vector<at::Tensor> grads =
       torch::autograd::grad({out}, inputs, {w}, /*retain_graph=*/retain,
@@ -181,18 +181,28 @@ VectorJacobianProducts Dynamics::vjp(const at::Tensor& t, const at::Tensor& z, c
   size_t pos = 0;
   r.wz = grads[pos++];
   if (need_t) r.wt = grads[pos++];
-  for (size_t p = 0; p < params_.size(); ++p) r.wp[p] = grads[pos++];
+  if (with_params) {
+    for (size_t p = 0; p < params_.size(); ++p) r.wp[p] = grads[pos++];
+  }
   r.f = out.detach();
   if (retain) r.out = out;
   return r;
 }
 
-std::vector<at::Tensor> Dynamics::params_vjp(const at::Tensor& out, const at::Tensor& w) {
+std::vector<at::Tensor> Dynamics::params_vjp(const std::vector<at::Tensor>& outs,
+                                             const std::vector<at::Tensor>& ws) {
   std::vector<at::Tensor> wp(params_.size());
-  if (params_.empty() || !out.defined() || !out.requires_grad()) return wp;
+  std::vector<at::Tensor> kept, cotangents;
+  for (size_t i = 0; i < outs.size(); ++i) {
+    if (outs[i].defined() && outs[i].requires_grad()) {
+      kept.push_back(outs[i]);
+      cotangents.push_back(ws[i]);
+    }
+  }
+  if (params_.empty() || kept.empty()) return wp;
   c10::AutoGradMode enable_grad(true);
   ScopedTimer timer(f_seconds_);
-  std::vector<at::Tensor> grads = torch::autograd::grad({out}, params_, {w}, /*retain_graph=*/false,
+  std::vector<at::Tensor> grads = torch::autograd::grad(kept, params_, cotangents, /*retain_graph=*/false,
                                                         /*create_graph=*/false, /*allow_unused=*/true);
   for (size_t p = 0; p < params_.size(); ++p) wp[p] = grads[p];
   return wp;

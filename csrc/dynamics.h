@@ -46,12 +46,14 @@ class Dynamics {
 
   // f(t, z) and the products with w through one backward pass of torch
   // autograd (the graph of f is freed right after). With need_t false, w.df/dt
-  // is not computed.
+  // is not computed; with `with_params` false, neither is w.df/dtheta (r.wp stays
+  // undefined: params_vjp takes it later).
   // With `retain` the graph of f is kept (r.out) for params_vjp with another cotangent.
   VectorJacobianProducts vjp(const at::Tensor& t, const at::Tensor& z, const at::Tensor& w,
-                             bool need_t, bool retain = false);
-  // w'.df/dtheta through the graph kept by vjp(..., retain=true) (freed after this call).
-  std::vector<at::Tensor> params_vjp(const at::Tensor& out, const at::Tensor& w);
+                             bool need_t, bool retain = false, bool with_params = true);
+  // sum_i w_i.df/dtheta through the graphs kept by vjp(..., retain=true) for outs[i],
+  // in one backward pass (the graphs are freed after this call).
+  std::vector<at::Tensor> params_vjp(const std::vector<at::Tensor>& outs, const std::vector<at::Tensor>& ws);
 
   const std::vector<at::Tensor>& params() const { return params_; }
 

@@ -123,7 +123,12 @@ class PerSamplePlanner : public Planner {
                         num(tau_[b]), " with dt=", num(step.row_h[b]), ": func(t, y) produced non-finite values");
       const double h_try = std::abs(step.row_h[b]);
       const bool within = r <= 1.0;
+      const double planned = h_[b];
       h_[b] = controllers_[b].next(h_try, r, within);
+      // A step shortened to land on an observation says little about the step size
+      // the dynamics allow: an accepted one leaves the planned size for the next step
+      // (else every stop would shrink the steps after it).
+      if (within && lands_[b] && h_try < planned) h_[b] = std::max(h_[b], planned);
       ++tries_[b];
       if (!within && !at_min_[b]) {
         ++rejected_rows_[b];

@@ -44,9 +44,11 @@ struct StepPlan {
   at::Tensor rtol, atol;  // the state's dtype and device; one value or one per element
   bool atol_has_zero = false;  // some element has atol = 0 (its scale may be 0)
   double safety = 0.0, ifactor = 0.0, dfactor = 0.0;
-  // PI controller (Gustafsson): factor = safety * r^(-beta1/p) * r_prev^(beta2/p);
-  // off: the I controller factor = safety * r^(-1/p).
-  bool pi = false;
+  // kI: the I controller, factor = safety * r^(-1/p); kPI: Gustafsson's PI controller,
+  // factor = safety * r^(-beta1/p) * r_prev^(beta2/p); kPredictive: the I controller
+  // capped by Gustafsson's predictive rule after accepted steps (controller.h).
+  enum class Controller { kI, kPI, kPredictive };
+  Controller controller = Controller::kI;
   double beta1 = 0.0, beta2 = 0.0;
   double first_step = 0.0;  // 0: Hairer's automatic choice
   double min_step = 0.0, max_step = 0.0;

@@ -12,6 +12,7 @@
 #include <c10/core/GradMode.h>
 
 #include <algorithm>
+#include <cmath>
 #include <optional>
 
 #include "stage_combine.h"
@@ -72,6 +73,15 @@ StageLoop::StageLoop(const Tableau& tab, bool differentiable)
     b_.push_back(tab.b[i]);
     e_.push_back(tab.e[i]);
   }
+}
+
+at::Tensor StageLoop::row_stage_times(const Step& step) const {
+  if (!nodes_.defined() || nodes_.scalar_type() != step.t0.scalar_type() || nodes_.device() != step.t0.device()) {
+    nodes_ = host_tensor(std::vector<double>(tab_.c.begin(), tab_.c.begin() + tab_.stages), step.t0.options().requires_grad(false))
+                 .reshape({tab_.stages, 1, 1});
+  }
+  // c h, then t0 +: stage_time's two roundings (c = 1 gives t0 + h, end_time, exactly).
+  return step.t0.unsqueeze(0) + nodes_ * step.h.unsqueeze(0);
 }
 
 at::Tensor by_rows(const at::Tensor& x) {
@@ -163,10 +173,14 @@ std::pair<at::Tensor, std::vector<double>> StageLoop::finish_rows(const Step& st
   }
   const int64_t rows = part.x.size(0);
   const int64_t per_row = rows > 0 ? part.x.numel() / rows : 0;
-  // A row without elements has no error (its mean would be 0/0).
-  const at::Tensor ms = per_row == 0 ? sums : (sums / static_cast<double>(per_row)).sqrt();
-  const at::Tensor host = ms.cpu().contiguous();
-  return {x1, std::vector<double>(host.data_ptr<double>(), host.data_ptr<double>() + rows)};
+  // One host read of the sums; the RMS on the host (a row without elements has no
+  // error: its mean would be 0/0).
+  const at::Tensor host = sums.to(at::kDouble).cpu().contiguous();
+  std::vector<double> ratios(host.data_ptr<double>(), host.data_ptr<double>() + rows);
+  if (per_row > 0) {
+    for (double& r : ratios) r = std::sqrt(r / static_cast<double>(per_row));
+  }
+  return {x1, std::move(ratios)};
 }
 
 std::pair<at::Tensor, PartError> StageLoop::finish(const Step& step, const StagePart& part,

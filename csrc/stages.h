@@ -63,11 +63,14 @@ class StageLoop {
   void run(const Step& step, const at::TensorOptions& t_options,
            const std::vector<StagePart>& parts, Stages& st, Eval&& eval) const {
     std::vector<at::Tensor> inputs(parts.size());
+    // Per-sample steps: every stage's time in one pass (row_stage_times).
+    const at::Tensor times = step.row_errors ? row_stage_times(step) : at::Tensor();
     for (int i = static_cast<int>(st.factor.size()); i < tab_.stages; ++i) {
       for (size_t p = 0; p < parts.size(); ++p) {
         inputs[p] = combine(parts[p], st.k[p], a_[i], st.factor, step.dt);
       }
-      std::vector<at::Tensor> k = eval(i, stage_time(step, tab_.c[i], t_options), inputs);
+      std::vector<at::Tensor> k =
+          eval(i, times.defined() ? times[i] : stage_time(step, tab_.c[i], t_options), inputs);
       for (size_t p = 0; p < parts.size(); ++p) st.k[p].push_back(std::move(k[p]));
       st.factor.push_back(1.0);
     }
@@ -93,6 +96,10 @@ class StageLoop {
                      const std::vector<double>& c, const std::vector<double>& factor,
                      const at::Tensor& dt) const;
 
+  // Per-sample steps (t0 and h of shape (rows, 1)): the stages' times t0 + c_i h as
+  // (stages, rows, 1), the same sums stage_time forms one stage at a time.
+  at::Tensor row_stage_times(const Step& step) const;
+
   const std::vector<double>& b() const { return b_; }
   // The weights b_j w_j and e_j w_j of a part's stages (w: the sign of a negated part and
   // the factors of a pre-scaled one): every weight, so that a kernel reads each k once.
@@ -105,6 +112,7 @@ class StageLoop {
   bool differentiable_;
   std::vector<std::vector<double>> a_;  // row i: a_i0 .. a_i,i-1
   std::vector<double> b_, e_;
+  mutable at::Tensor nodes_;  // c as (stages, 1, 1) in the times' dtype and device
 };
 
 }  // namespace neuralode

@@ -115,7 +115,9 @@ void AdjointSystem::first_stage(const Step& step) {
   // stage 0 cannot be rescaled row by row inside dL/dtheta's batch sum, so it is taken anew.
   if (k0_valid_ && k0_tau_ == step.tau_first && !step.row_errors) return;
   const at::Tensor cotangent = a_ * rows_view(step.dt, a_.dim());
-  VectorJacobianProducts v = f_.vjp(stage_time(step, 0.0, t_options_), z_, cotangent, need_t_, step.row_errors);
+  // Per-sample steps: the parameter products wait for the accept/reject decision (commit).
+  VectorJacobianProducts v = f_.vjp(stage_time(step, 0.0, t_options_), z_, cotangent, need_t_,
+                                    /*retain=*/step.row_errors, /*with_params=*/!step.row_errors);
   k0_f_ = v.f;
   k0_wz_ = v.wz.defined() ? v.wz : at::zeros_like(a_);
   k0_side_ = {v.wt, std::move(v.wp), v.out, step.row_errors ? cotangent : at::Tensor()};
@@ -142,9 +144,12 @@ double AdjointSystem::attempt(const Step& step) {
   // dz/dt = f, da/dt = -a df/dz: a's stages hold (dt a_i) df/dz, already times dt.
   const std::vector<StagePart> parts{{z_, false, false}, {a_, true, true}};
   loop_.run(step, t_options_, parts, st_,
-            [&](int, const at::Tensor& time, const std::vector<at::Tensor>& x) {
+            [&](int i, const at::Tensor& time, const std::vector<at::Tensor>& x) {
               const at::Tensor cotangent = x[1] * rows_view(step.dt, x[1].dim());
-              VectorJacobianProducts v = f_.vjp(time, x[0], cotangent, need_t_, step.row_errors);
+              // Per-sample steps: the graph is kept for commit's one parameter pass where
+              // the stage enters the solution (b_i != 0); the error needs only the z products.
+              const bool keep = step.row_errors && loop_.b()[i] != 0.0;
+              VectorJacobianProducts v = f_.vjp(time, x[0], cotangent, need_t_, keep, !step.row_errors);
               side_.push_back({v.wt, std::move(v.wp), v.out, step.row_errors ? cotangent : at::Tensor()});
               return std::vector<at::Tensor>{v.f, v.wz.defined() ? v.wz : at::zeros_like(x[1])};
             });
@@ -206,27 +211,38 @@ double AdjointSystem::attempt(const Step& step) {
 
 void AdjointSystem::commit(const Step& step) {
   const std::vector<double>& b = loop_.b();
-  if (step.accept_rows.defined()) {
-    // Per-sample steps: only the accepted rows move and add to dL/dt. dL/dtheta is a sum
-    // over the batch: where some row was rejected, its products are taken again through
-    // the kept graphs with the rejected rows' cotangents zeroed.
-    const at::Tensor moved = step.accept_rows;
-    const at::Tensor weight = moved.to(a_.scalar_type());
+  if (step.row_errors) {
+    // Per-sample steps: only the accepted rows move and add to dL/dt. dL/dtheta, a sum
+    // over the batch, is taken here in one backward pass through the stages' kept graphs,
+    // with the cotangents -b_j dt a_j of the accepted rows (a rejected row's are zeroed).
+    const at::Tensor weight =
+        step.accept_rows.defined() ? rows_view(step.accept_rows.to(a_.scalar_type()), a_.dim()) : at::Tensor();
+    std::vector<at::Tensor> outs, ws;
     for (size_t j = 0; j < side_.size(); ++j) {
       if (b[j] == 0.0) continue;
-      const std::vector<at::Tensor> wp =
-          step.mixed ? f_.params_vjp(side_[j].out, side_[j].cotangent * rows_view(weight, a_.dim()))
-                     : side_[j].wp;
-      for (size_t p = 0; p < a_params_.size(); ++p) {
-        if (wp[p].defined()) accumulate(a_params_[p], wp[p], -b[j] * st_.factor[j]);
+      const double alpha = -b[j] * st_.factor[j];
+      if (side_[j].out.defined()) {
+        outs.push_back(side_[j].out);
+        ws.push_back(weight.defined() ? side_[j].cotangent * (weight * alpha) : side_[j].cotangent * alpha);
       }
       if (need_t_ && side_[j].wt.defined()) {
-        accumulate(a_t_, side_[j].wt * rows_view(weight.to(side_[j].wt.scalar_type()), side_[j].wt.dim()),
-                   -b[j] * st_.factor[j]);
+        const at::Tensor& wt = side_[j].wt;
+        accumulate(a_t_, weight.defined() ? wt * rows_view(step.accept_rows.to(wt.scalar_type()), wt.dim()) : wt,
+                   alpha);
       }
     }
-    z_ = at::where(rows_view(moved, z_.dim()), z1_, z_);
-    a_ = at::where(rows_view(moved, a_.dim()), a1_, a_);
+    const std::vector<at::Tensor> wp = f_.params_vjp(outs, ws);
+    for (size_t p = 0; p < a_params_.size(); ++p) {
+      if (wp[p].defined()) accumulate(a_params_[p], wp[p], 1.0);
+    }
+    if (step.accept_rows.defined()) {
+      const at::Tensor moved = step.accept_rows;
+      z_ = at::where(rows_view(moved, z_.dim()), z1_, z_);
+      a_ = at::where(rows_view(moved, a_.dim()), a1_, a_);
+    } else {
+      z_ = z1_;
+      a_ = a1_;
+    }
     side_.clear();  // the kept graphs
     k0_side_ = AdjointStage();
     k0_valid_ = false;

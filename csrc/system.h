@@ -70,8 +70,8 @@ class ForwardSystem : public System {
 struct AdjointStage {
   at::Tensor wt;
   std::vector<at::Tensor> wp;
-  // Per-sample steps: f's output with its graph kept, and the cotangent dt * a, so that
-  // the parameter products can be taken again for the accepted rows only.
+  // Per-sample steps: f's output with its graph kept and the cotangent dt * a; the
+  // parameter products (wp empty) are taken at commit, for the accepted rows only.
   at::Tensor out, cotangent;
 };
 

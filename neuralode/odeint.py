@@ -347,8 +347,10 @@ def odeint(
             at ``nextafter`` past the jump); a time may not be in both, nor twice;
             ``dtype``: torchdiffeq's time dtype, ``torch.float64`` or ``torch.float32``,
             accepted and without effect: neuralode's adaptive clock is float64 on the host
-            either way. Neuralode's own: ``controller`` (``"I"``, or ``"PI"`` with ``beta1``
-            0.7, ``beta2`` 0.4); ``per_sample`` (default: True with per-sample times): each
+            either way. Neuralode's own: ``controller`` (``"I"``, ``"PI"`` with ``beta1``
+            0.7, ``beta2`` 0.4, or ``"predictive"``: the I rule capped by Gustafsson's
+            predictive rule after accepted steps, the per-sample default);
+            ``per_sample`` (default: True with per-sample times): each
             sample (first dimension of ``y0``) its own step size, error ratio and accept/reject,
             ``f`` called on the whole batch with ``t`` of shape ``(batch, 1)``; every gradient
             mode (the adjoint is joint: one product per stage for dL/dtheta over the batch).

@@ -40,8 +40,8 @@ GRADIENT_MODES = ("backprop", "adjoint", "checkpoint")
 RTOL, ATOL = 1e-7, 1e-9
 DEFAULT_MAX_NUM_STEPS = 2**31 - 1
 #: Options of the adaptive methods and their defaults (torchdiffeq's where it has them):
-#: ``first_step`` 0 is Hairer's automatic choice; ``controller`` "I" or "PI" (with ``beta1``,
-#: ``beta2``: neuralode's own); ``step_t`` / ``jump_t`` knots; ``dtype`` torchdiffeq's time
+#: ``first_step`` 0 is Hairer's automatic choice; ``controller`` "I", "PI" (with ``beta1``,
+#: ``beta2``) or "predictive" (neuralode's own; per-sample steps default to "predictive"); ``step_t`` / ``jump_t`` knots; ``dtype`` torchdiffeq's time
 #: dtype (accepted; the adaptive clock is float64 whatever it says).
 ADAPTIVE_DEFAULTS = {
     "first_step": 0.0, "safety": 0.9, "ifactor": 10.0, "dfactor": 0.2, "controller": "I",
@@ -50,6 +50,12 @@ ADAPTIVE_DEFAULTS = {
     "per_sample": False,
 }
 ADAPTIVE_OPTIONS = tuple(ADAPTIVE_DEFAULTS)
+#: Step-size controllers: torchdiffeq's I rule, Gustafsson's PI controller, and the I rule
+#: capped by Gustafsson's predictive rule after accepted steps (fewer rejections where the
+#: error grows from step to step).
+CONTROLLERS = ("I", "PI", "predictive")
+#: The controller of per-sample steps when none is given.
+PER_SAMPLE_CONTROLLER = "predictive"
 #: Options of the fixed-step methods. torchdiffeq's: ``step_size`` (a uniform grid) or
 #: ``grid_constructor`` (a grid of one's own), ``interp`` ("linear" or "cubic") between grid
 #: points, ``perturb``; neuralode's own: ``max_step`` (each interval cut into equal steps;
@@ -227,7 +233,7 @@ def _fixed_plan(method: str, options: dict, y0: Tensor, t: Tensor, func, name: s
     d = ADAPTIVE_DEFAULTS
     return _C.StepPlan(
         method=method, grid=grid, step=step, rtol=None, atol=None, safety=d["safety"],
-        ifactor=d["ifactor"], dfactor=d["dfactor"], pi=False, beta1=d["beta1"], beta2=d["beta2"],
+        ifactor=d["ifactor"], dfactor=d["dfactor"], controller="I", beta1=d["beta1"], beta2=d["beta2"],
         first_step=0.0, min_step=0.0, max_step=math.inf,
         max_num_steps=_max_num_steps(options, name), step_t=[], jump_t=[],
         grid_constructor=constructor, interp=interp, perturb=bool(perturb),
@@ -275,9 +281,6 @@ def _adaptive_plan(method: str, rtol, atol, options: dict, y0: Tensor, t: Tensor
     safety, ifactor, dfactor = (_positive(options, k, name) for k in ("safety", "ifactor", "dfactor"))
     if not (safety <= 1 and dfactor < 1 < ifactor):
         raise ValueError(f"{name}: need safety <= 1, dfactor < 1 and ifactor > 1")
-    controller = options.get("controller", ADAPTIVE_DEFAULTS["controller"])
-    if controller not in ("I", "PI"):
-        raise ValueError(f"{name}: 'controller' must be 'I' or 'PI', got {controller!r}")
     first_step = _positive(options, "first_step", name) if _given(options, "first_step") else 0.0
     min_step = _number(options.get("min_step", ADAPTIVE_DEFAULTS["min_step"]))
     if isinstance(min_step, bool) or not isinstance(min_step, (int, float)) or not (min_step >= 0):
@@ -309,6 +312,12 @@ def _adaptive_plan(method: str, rtol, atol, options: dict, y0: Tensor, t: Tensor
                              "batch (no tuple state, no callable norm)")
         if step_t or jump_t:
             raise ValueError(f"{name}: 'per_sample' does not take 'step_t'/'jump_t' knots")
+    # Per-sample steps default to the predictive controller: no torchdiffeq steps to match
+    # there, and a stiff row's adjoint takes a third of the rejections with it
+    # (benchmarks/results_notes.md, vdp).
+    controller = options.get("controller", PER_SAMPLE_CONTROLLER if per_sample else ADAPTIVE_DEFAULTS["controller"])
+    if controller not in CONTROLLERS:
+        raise ValueError(f"{name}: 'controller' must be one of {CONTROLLERS}, got {controller!r}")
     norm = options.get("norm", NORMS[0])
     user_norm = None
     if callable(norm):
@@ -324,7 +333,7 @@ def _adaptive_plan(method: str, rtol, atol, options: dict, y0: Tensor, t: Tensor
     plan = _C.StepPlan(
         method=method, grid="subdivide", step=math.inf,
         rtol=rtol_t, atol=atol_t,
-        safety=safety, ifactor=ifactor, dfactor=dfactor, pi=controller == "PI",
+        safety=safety, ifactor=ifactor, dfactor=dfactor, controller=controller,
         beta1=_positive(options, "beta1", name), beta2=_positive(options, "beta2", name),
         first_step=first_step, min_step=float(min_step),
         max_step=max_step,

@@ -319,7 +319,7 @@ def test_max_num_steps_exceeded():
     ({"atol": torch.tensor([1e-3, -1.0])}, "atol must be finite and non-negative"),
     ({"atol": torch.ones(3)}, "does not broadcast to y0's shape"),
     ({"options": {"norm": "seminorm"}}, "'norm' must be a callable of the scaled error, got 'seminorm'"),
-    ({"options": {"controller": "PID"}}, "'controller' must be 'I' or 'PI'"),
+    ({"options": {"controller": "PID"}}, "'controller' must be one of \\('I', 'PI', 'predictive'\\)"),
     ({"options": {"safety": 2.0}}, "need safety <= 1"),
     ({"options": {"step_t": [float("nan")]}}, "'step_t' must hold finite times"),
     ({"adjoint_options": {"norm": "l2"}, "gradient": "adjoint"}, "or 'full' or 'seminorm', got 'l2'"),

@@ -195,3 +195,58 @@ def test_stats_count_each_samples_steps():
     assert stats.steps_per_sample_mean == pytest.approx(sum(alone) / 3)
     assert stats.steps_per_sample_mean < stats.steps_per_sample_max <= stats.steps_accepted
     assert 0 < stats.steps_per_sample_max_backward <= stats.steps_accepted_backward
+
+
+class VanDerPol(nn.Module):
+    """Van der Pol oscillators, one learnable mu per row: dx/dt = v, dv/dt = mu (1 - x^2) v - x."""
+
+    def __init__(self, mu):
+        super().__init__()
+        self.mu = nn.Parameter(torch.as_tensor(mu, dtype=F64))
+
+    def forward(self, t, y):
+        x, v = y[..., 0], y[..., 1]
+        return torch.stack([v, self.mu * (1 - x * x) * v - x], dim=-1)
+
+
+def _tries(stats, backward):
+    if backward:
+        return stats.steps_accepted_backward + stats.steps_rejected_backward
+    return stats.steps_accepted + stats.steps_rejected
+
+
+def test_predictive_controller_is_the_per_sample_default_and_rejects_fewer_steps():
+    """A stiff Van der Pol row (mu = 10): the I rule keeps the step after an accept and is
+    rejected where the error grows from step to step (the adjoint's re-solved state leaving
+    the limit cycle backwards does so all along); Gustafsson's predictive rule extrapolates
+    that growth. Batch of one: every try is the row's own."""
+    f = VanDerPol([10.0])
+    y0 = torch.tensor([[-0.888, 0.715]], dtype=F64)
+    t = torch.linspace(0, 10, 20, dtype=F64)
+    tries, results = {}, {}
+    for controller in (None, "predictive", "I"):
+        options = dict(PS) if controller is None else {**PS, "controller": controller}
+        stats = neuralode.SolverStats()
+        ys = neuralode.odeint_adjoint(f, y0, t, rtol=1e-6, atol=1e-6, options=options, stats=stats)
+        grad = torch.autograd.grad(ys.pow(2).mean(), f.mu)[0]
+        tries[controller] = (_tries(stats, False), _tries(stats, True))
+        results[controller] = (ys.detach(), grad)
+    # Unset is the predictive rule, bit for bit.
+    assert tries[None] == tries["predictive"]
+    torch.testing.assert_close(results[None], results["predictive"], rtol=0, atol=0)
+    # Fewer tries both ways (measured: 135 against 149 forwards, 268 against 297 backwards).
+    assert tries["predictive"][0] < tries["I"][0]
+    assert tries["predictive"][1] < 0.95 * tries["I"][1]
+    # The same solution to the tolerance either way.
+    torch.testing.assert_close(results["predictive"][0], results["I"][0], rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("per_sample", [False, True])
+def test_predictive_controller_meets_the_tolerance(per_sample):
+    """Any controller only places steps: with "predictive" (also on the shared clock, where
+    "I" stays the default) the solution still meets rtol against the closed form."""
+    A, y0, t, c, closed = _linear_problem([0.1, 1.0, 8.0, 30.0])
+    f = lambda t_, y: torch.einsum("bij,bj->bi", A, y)  # noqa: E731
+    ys = neuralode.odeint(f, y0, t, rtol=1e-8, atol=1e-10,
+                          options={"per_sample": per_sample, "controller": "predictive"})
+    torch.testing.assert_close(ys, closed(y0, A, t), rtol=1e-6, atol=1e-8)
