@@ -81,6 +81,19 @@ def test_mnist_smoke(tmp_path):
     assert saved["models"]["rk-net"]["nfe_backward_mean"] is None  # backprop: f is not evaluated again
     for png in ("mnist_training.png", "mnist_nfe.png"):
         assert (out / png).stat().st_size > 1000
+    # the full configuration's cosine schedule, down to a small fraction of lr at the end
+    assert saved["config"]["schedule"] == "cosine"
+    assert 0 < saved["models"]["mlp"]["final_lr"] < 0.01 * 0.01
+
+
+def test_learning_rate_schedules():
+    total = 100
+    assert [mnist.lr_factor("constant", i, total) for i in (0, 50, 99)] == [1.0, 1.0, 1.0]
+    cosine = [mnist.lr_factor("cosine", i, total) for i in range(total + 1)]
+    assert cosine[0] == 1.0 and cosine[50] == pytest.approx(0.5) and cosine[total] == pytest.approx(0.0, abs=1e-15)
+    assert all(a > b for a, b in zip(cosine, cosine[1:]))  # strictly decreasing
+    with pytest.raises(ValueError, match="schedule must be one of"):
+        mnist.lr_factor("step", 0, total)
 
 
 def test_missing_file_names_it_and_download(tmp_path):
