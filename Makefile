@@ -4,6 +4,7 @@
 #   make demo        build and run the demo
 #   make bench       build and run the benchmarks
 #   make cuda-build  build with the CUDA kernels (needs a CUDA build of torch and a CUDA toolkit)
+#   make dist-check  build the sdist, a wheel from it, and smoke-test that wheel in a fresh environment
 #   make clean       remove build outputs (keeps .venv); `make distclean` removes .venv as well
 #
 # torch is never installed behind your back: if the `python3` you run make with already has torch,
@@ -21,7 +22,8 @@ TORCH_PIP_ARGS ?=
 # side-by-side comparisons and scipy_solver (the `test` extra); ninja, setuptools: the build; tqdm and
 # matplotlib: the `experiments` extra of pyproject.toml, which `make demo`, the experiments and
 # the benchmarks need (installed here because the install below uses --no-deps).
-DEPS        := numpy pytest hypothesis "torchdiffeq==0.2.5" scipy ninja tqdm matplotlib "setuptools>=70.1"
+# build: `make dist-check`'s source distribution.
+DEPS        := numpy pytest hypothesis "torchdiffeq==0.2.5" scipy ninja tqdm matplotlib "setuptools>=77" build
 PYTEST_ARGS ?=
 # CUDA toolkit and architectures for `make cuda-build` (9.0 = H100/H200).
 CUDA_HOME   ?= /usr/local/cuda
@@ -41,7 +43,7 @@ BUILD_ENV := PATH="$(abspath $(VENV))/bin:$$PATH"
 # -v shows the compiler output and setup.py's line on whether CUDA sources are compiled.
 INSTALL := $(PIP) install --no-build-isolation --no-deps -v -e .
 
-.PHONY: venv test demo bench cuda-build clean distclean FORCE
+.PHONY: venv test demo bench cuda-build dist-check clean distclean FORCE
 
 # venv (internal): virtual environment with torch and the dependencies, extension built.
 venv: $(BUILD_STAMP)
@@ -66,9 +68,24 @@ cuda-build: | $(VENV_STAMP)
 		$(BUILD_ENV) $(INSTALL)
 	touch $(BUILD_STAMP)
 
+# dist-check: the source distribution holds everything the build needs, and the wheel built from
+# it works: installed into a fresh virtual environment (which reuses .venv's torch and numpy through
+# a .pth file, without .venv's editable neuralode) and run from outside the source tree.
+DIST_DIR  := dist
+CHECK_DIR := build/dist-check
+dist-check: venv
+	rm -rf $(DIST_DIR) $(CHECK_DIR)
+	$(PY) -m build --sdist --no-isolation --outdir $(DIST_DIR) .
+	$(BUILD_ENV) $(PIP) wheel --no-build-isolation --no-deps --no-cache-dir --wheel-dir $(DIST_DIR) $(DIST_DIR)/neuralode-*.tar.gz
+	$(PY) -m venv $(CHECK_DIR)/venv
+	$(PY) -c "$$REUSE_TORCH_PTH" "$(CHECK_DIR)/venv/bin/python"
+	$(CHECK_DIR)/venv/bin/python -m pip install -q --no-deps --ignore-installed $(DIST_DIR)/neuralode-*.whl
+	cd $(CHECK_DIR) && venv/bin/python "$(abspath tests/installed_smoke.py)" "$(abspath .)"
+	ls -l $(DIST_DIR)
+
 # clean: remove build outputs and caches (keeps .venv and its packages).
 clean:
-	rm -rf build *.egg-info neuralode/_C*.so .pytest_cache $(BUILD_STAMP)
+	rm -rf build dist *.egg-info neuralode/_C*.so neuralode/_build_info.py .pytest_cache $(BUILD_STAMP)
 	find . -name __pycache__ -type d -not -path './$(VENV)/*' -prune -exec rm -rf {} +
 
 # distclean: clean, and remove .venv too.
@@ -85,6 +102,18 @@ open(os.path.join(purelib, "outer-torch.pth"), "w").write(site + "\n")
 print("using the torch of", site)
 endef
 export OUTER_TORCH_PTH
+
+# dist-check's fresh environment: a .pth file pointing at the site-packages that hold this
+# environment's torch and numpy (.pth files found there, such as an editable install's, are not
+# run: only the packages themselves become importable).
+define REUSE_TORCH_PTH
+import os, subprocess, sys, numpy, torch
+sites = dict.fromkeys(os.path.dirname(os.path.dirname(m.__file__)) for m in (torch, numpy))
+purelib = subprocess.check_output([sys.argv[1], "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], text=True).strip()
+open(os.path.join(purelib, "reuse-torch.pth"), "w").write("\n".join(sites) + "\n")
+print("fresh environment reuses", ", ".join(sites))
+endef
+export REUSE_TORCH_PTH
 
 # .venv with a working torch: reuse the torch of $(PYTHON) if it has one, else install TORCH_SPEC.
 $(VENV_STAMP):

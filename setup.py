@@ -13,6 +13,14 @@ Environment switches:
                          derived from the nvcc on PATH).
     TORCH_CUDA_ARCH_LIST GPU architectures to compile for (default: the visible GPU; with no
                          GPU visible this script uses 9.0).
+    NEURALODE_DEBUG=1    a debug build: debug information kept (-g). Default: a release build,
+                         compiled with -g0 and linked with --strip-debug (Python's own CFLAGS
+                         carry -g, which made a 30+ MB library).
+
+Each build writes neuralode/_build_info.py: the torch and CUDA versions it was compiled
+against, whether the CUDA kernels were compiled and for which architectures. `import
+neuralode` compares it with the running torch (a clear ImportError instead of an undefined
+symbol after a torch upgrade); `python -m neuralode` prints it.
 """
 
 import glob
@@ -121,10 +129,12 @@ if build_cuda:
 
 from torch.utils.cpp_extension import BuildExtension, CppExtension, CUDAExtension  # noqa: E402
 
+debug = os.environ.get("NEURALODE_DEBUG", "0").strip().lower() in ("1", "on", "yes", "true")
 # -fvisibility=hidden: the module exports only its init function (pybind11's advice; it also
 # keeps the classes it binds from being more visible than pybind11's own types).
-cxx_flags = ["-O3", "-fopenmp", "-fvisibility=hidden"]
-nvcc_flags = ["-O3", "--expt-relaxed-constexpr"]
+# Release: -g0 after Python's CFLAGS (which carry -g) drops the debug information.
+cxx_flags = ["-O3", "-fopenmp", "-fvisibility=hidden"] + (["-g"] if debug else ["-g0"])
+nvcc_flags = ["-O3", "--expt-relaxed-constexpr"] + (["-g", "-lineinfo"] if debug else [])
 common = dict(
     include_dirs=[CSRC],
     # -fopenmp at link time too, so that at::parallel_for really runs in parallel.
@@ -132,8 +142,36 @@ common = dict(
     # second, static copy of libstdc++ inside the extension breaks (or crashes) number
     # formatting in C++ error messages. Naming the shared library first makes the linker
     # resolve libstdc++ from it even then.
-    extra_link_args=["-fopenmp", "-lstdc++"],
+    # Release: --strip-debug also drops what the objects of a CUDA build still carry.
+    extra_link_args=["-fopenmp", "-lstdc++"] + ([] if debug else ["-Wl,--strip-debug"]),
 )
+info(f"{'debug' if debug else 'release'} build (NEURALODE_DEBUG={'1' if debug else '0'})")
+
+
+def write_build_info(cuda_kernels):
+    """neuralode/_build_info.py: what this build is compiled against (read at import).
+    Rewritten only when it changes, so that an unchanged build touches nothing."""
+    arch = (os.environ.get("TORCH_CUDA_ARCH_LIST") or "the visible GPU's") if cuda_kernels else None
+    text = (
+        '"""Written by setup.py when neuralode._C was built; not in version control."""\n\n'
+        f"TORCH_VERSION = {torch.__version__!r}\n"
+        f"CUDA_VERSION = {torch.version.cuda!r}\n"
+        f"CUDA_KERNELS = {bool(cuda_kernels)!r}\n"
+        f"CUDA_ARCHS = {arch!r}\n"
+        f"DEBUG = {debug!r}\n"
+    )
+    path = os.path.join(ROOT, "neuralode", "_build_info.py")
+    try:
+        with open(path) as fh:
+            if fh.read() == text:
+                return
+    except OSError:
+        pass
+    with open(path, "w") as fh:
+        fh.write(text)
+
+
+write_build_info(build_cuda)
 
 if build_cuda:
     info(f"compiling CUDA sources ({len(cu_sources)} .cu file(s), CUDA_HOME={os.environ['CUDA_HOME']}, "

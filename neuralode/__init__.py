@@ -6,12 +6,18 @@ module; :mod:`neuralode.reference` keeps the paper-tutorial algorithm in plain
 PyTorch as the oracle (import it explicitly: the library itself does not use it).
 """
 
-from .module import NeuralODE
-from .odeint import ADAPTIVE_METHODS, FIXED_STEP_METHODS, GRADIENT_MODES, METHODS, odeint, odeint_adjoint
-from .odef import ODEF
-from .dense import odeint_dense
-from .events import odeint_event
-from .stats import SolverStats
+from ._version import __version__
+from ._extension import load as _load_extension
+
+_load_extension()  # the version check first: a clear error instead of an undefined symbol
+
+from .module import NeuralODE  # noqa: E402
+from .odeint import ADAPTIVE_METHODS, FIXED_STEP_METHODS, GRADIENT_MODES, METHODS, odeint, odeint_adjoint  # noqa: E402
+from .odef import ODEF  # noqa: E402
+from .dense import odeint_dense  # noqa: E402
+from .events import odeint_event  # noqa: E402
+from .stats import SolverStats  # noqa: E402
+from .config import show_config  # noqa: E402
 
 __all__ = [
     "odeint",
@@ -25,5 +31,6 @@ __all__ = [
     "FIXED_STEP_METHODS",
     "ADAPTIVE_METHODS",
     "GRADIENT_MODES",
+    "show_config",
+    "__version__",
 ]
-__version__ = "0.1.0"

@@ -7,6 +7,7 @@ from typing import Callable, Optional
 import torch
 from torch import Tensor
 
+from ._compile import solve_boundary
 from .odef import ODEF
 from .odeint import odeint
 from .spec import ADAPTIVE_METHODS, ATOL, DEFAULT_METHOD, RTOL
@@ -14,6 +15,7 @@ from .spec import ADAPTIVE_METHODS, ATOL, DEFAULT_METHOD, RTOL
 __all__ = ["odeint_dense"]
 
 
+@solve_boundary
 def odeint_dense(
     func,
     y0: Tensor,

@@ -44,6 +44,7 @@ from typing import Callable, Optional
 import torch
 from torch import Tensor
 
+from ._compile import solve_boundary
 from . import _C
 from .spec import ADAPTIVE_METHODS, FIXED_STEP_METHODS
 from .state import StateLayout
@@ -252,6 +253,7 @@ def through_event_time(func, event_fn: Callable, event_t: Tensor, state, *, t0: 
     return event_t.detach() + delta.to(event_t.dtype), layout.unpack(y + velocity * rows)
 
 
+@solve_boundary
 def odeint_event(func, y0, t0, *, event_fn: Callable, reverse_time: bool = False,
                  odeint_interface: Optional[Callable] = None, **kwargs):
     """Solve ``dy/dt = func(t, y)`` from ``y(t0) = y0`` until ``event_fn(t, y)`` changes sign;

@@ -33,6 +33,7 @@ from typing import Callable, Optional, Sequence, Union
 import torch
 from torch import Tensor, nn
 
+from ._compile import solve_boundary
 from . import _C
 from . import callbacks, events, python_methods
 from . import _ops  # noqa: F401  (the fused ops' fake kernels, for torch.compile)
@@ -270,6 +271,7 @@ def _adjoint_params(func, adjoint_params, adjoint_options=None) -> tuple:
     return tuple(unique.values())
 
 
+@solve_boundary
 def odeint(
     func,
     y0: Tensor,
@@ -496,6 +498,7 @@ def _odeint_python_method(f, func, layout, y, t, method, rtol, atol, options, gr
     return layout.unpack_trajectory(ys)
 
 
+@solve_boundary
 def odeint_adjoint(
     func,
     y0: Tensor,
