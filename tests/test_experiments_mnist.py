@@ -209,17 +209,8 @@ def test_ddp_gradients_equal_one_process_on_the_global_batch(tmp_path, name):
 def test_ode_block_step_of_each_configuration():
     """The full configuration steps the ODE block with 0.25 (its adjoint's gradient 7% off the
     exact gradient of the discrete forward, 23% with 0.5); --quick keeps 0.5; --max-step wins."""
-    parser_args = ["--data-dir", "unused"]
-
     def solver(*extra):
-        args = mnist.common.experiment_parser(mnist.NAME, "").parse_known_args(parser_args + list(extra))[0]
-        for name, value in (("epochs", None), ("batch_size", None), ("lr", None), ("train_subset", None),
-                            ("eval_every", None), ("curve_images", None), ("width", 64), ("hidden", 300),
-                            ("test_batch", 500), ("schedule", None), ("method", None), ("rtol", 1e-3),
-                            ("atol", 1e-3), ("max_step", None)):
-            setattr(args, name, getattr(args, name, value))
-        if "--max-step" in extra:
-            args.max_step = float(extra[extra.index("--max-step") + 1])
+        args = mnist.build_parser().parse_args(["--data-dir", "unused", *extra])
         return mnist._solver(args, mnist._config(args))
 
     assert solver() == {"method": "rk4_classic", "options": {"max_step": 0.25}}

@@ -529,9 +529,8 @@ def _models(text: str) -> List[str]:
     return list(dict.fromkeys(names))
 
 
-def main(argv=None) -> dict:
-    """Runs the experiment with the command-line options ``argv`` (under torchrun: one rank of
-    it); returns its summary (the JSON; rank 0 writes it)."""
+def build_parser():
+    """The experiment's command line (the common options and the MNIST ones)."""
     parser = common.experiment_parser(NAME, __doc__.splitlines()[0])
     parser.add_argument("--data-dir", default=None, help="folder with the four MNIST IDX files (raw or .gz)")
     parser.add_argument("--download", action="store_true", help="fetch missing MNIST files into --data-dir first (online)")
@@ -554,6 +553,13 @@ def main(argv=None) -> dict:
     parser.add_argument("--atol", type=float, default=1e-3, help="adaptive solver atol (default 1e-3)")
     parser.add_argument("--max-step", type=float, default=None,
                         help=f"largest step (fixed-step default for rk4_classic: {FULL.ode_max_step} full, {QUICK.ode_max_step} quick; 0.05 else)")
+    return parser
+
+
+def main(argv=None) -> dict:
+    """Runs the experiment with the command-line options ``argv`` (under torchrun: one rank of
+    it); returns its summary (the JSON; rank 0 writes it)."""
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.data_dir is None:
         parser.error("--data-dir DIR is required: a folder with the four MNIST IDX files (raw or .gz); "
