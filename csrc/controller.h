@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 
 #include "spec.h"
 
@@ -51,5 +52,48 @@ class Controller {
   // The predictive rule's memory: the last accepted step's size and error ratio.
   double h_accepted_ = 0.0, ratio_accepted_ = 1.0;
 };
+
+// ---------------------------------------------------------------- step policy shared by
+// the adaptive planners (one clock for the batch, or one per sample)
+
+// Hairer's initial step (Hairer, Norsett & Wanner, "Solving ODEs I", II.4), as torchdiffeq
+// and scipy choose it. First the trial step from d0 = ||z0||, d1 = ||f(t0, z0)|| (scaled
+// RMS norms):
+inline double hairer_trial_step(double d0, double d1) { return (d0 < 1e-5 || d1 < 1e-5) ? 1e-6 : 0.01 * d0 / d1; }
+// then, with d2 = ||f(t0 + h0, z0 + h0 f0) - f0|| / h0, the first step for a method of
+// order p: min(100 h0, (0.01 / max(d1, d2))^(1/p)). torchdiffeq hands Hairer's formula,
+// whose exponent is 1/(q + 1) with q = p - 1 the error estimate's order; so do we, for
+// the same first step.
+inline double hairer_first_step(double h0, double d1, double d2, int order) {
+  const double dmax = std::max(d1, d2);
+  const double h1 = dmax <= 1e-15 ? std::max(1e-6, h0 * 1e-3) : std::pow(0.01 / dmax, 1.0 / order);
+  return std::min(100 * h0, h1);
+}
+
+// The step to try from tau towards `boundary` (the next stop, knot or last time): the
+// controller's size clamped to [min_step, max_step]; it ends on the boundary when it
+// reaches it or would leave less than 1% of a step before it (stretching the step by at
+// most 1% beats a sliver step; the error estimate is of the step actually taken). A step
+// of at most min_step is accepted whatever its error (torchdiffeq's rule).
+struct StepTry {
+  double size;  // |step|
+  bool lands;   // it ends on the boundary
+  bool at_min;  // accepted whatever its error
+};
+
+inline StepTry step_try(const StepPlan& p, double h_abs, double tau, double boundary) {
+  const double h = std::min(std::max(h_abs, p.min_step), p.max_step);
+  const bool lands = std::abs(boundary - tau) <= 1.01 * h;
+  const double size = lands ? std::abs(boundary - tau) : h;
+  return {size, lands, h <= p.min_step || size <= p.min_step};
+}
+
+// Whether a step of `size` from tau in `direction` makes no progress: it rounds to tau,
+// or is below a few units of the clock's resolution relative to the time or (near t = 0,
+// where subnormal steps never round to 0) to the solve's span.
+inline bool below_resolution(double tau, double direction, double size, double span) {
+  const double resolution = 4 * std::numeric_limits<double>::epsilon() * std::max(std::abs(tau), span);
+  return tau + direction * size == tau || size <= resolution;
+}
 
 }  // namespace neuralode

@@ -87,16 +87,14 @@ class PerSamplePlanner : public Planner {
       TORCH_CHECK_VALUE(tries_[b] < plan_.max_num_steps, "max_num_steps=", plan_.max_num_steps, " exceeded for sample ",
                         b, " at t=", num(tau_[b]), " (dt=", num(h_[b]), "): that many steps were tried since its "
                         "last observation; raise options['max_num_steps'] or loosen rtol/atol");
-      const double h = std::min(std::max(h_[b], plan_.min_step), plan_.max_step);
-      const double end = target(b);
-      // The sample's last time ends its last step (stretched by at most 1%, as the
-      // shared planner does at a stop).
-      lands_[b] = std::abs(end - tau_[b]) <= 1.01 * h;
-      const double h_try = lands_[b] ? std::abs(end - tau_[b]) : h;
-      at_min_[b] = h <= plan_.min_step || h_try <= plan_.min_step;
-      const double resolution = 4 * std::numeric_limits<double>::epsilon() *
-                                std::max(std::abs(tau_[b]), std::abs(at(T_ - 1, b) - at(0, b)));
-      TORCH_CHECK_VALUE(tau_[b] + dir_[b] * h_try != tau_[b] && h_try > resolution, "step size underflow for sample ",
+      // The row's target (its last time, or its next stop) ends the step that reaches it
+      // (controller.h's step_try, as for the shared clock).
+      const StepTry step_size = step_try(plan_, h_[b], tau_[b], target(b));
+      lands_[b] = step_size.lands;
+      at_min_[b] = step_size.at_min;
+      const double h_try = step_size.size;
+      TORCH_CHECK_VALUE(!below_resolution(tau_[b], dir_[b], h_try, std::abs(at(T_ - 1, b) - at(0, b))),
+                        "step size underflow for sample ",
                         b, " at t=", num(tau_[b]), ": dt=", num(h_try), " is below the time resolution; the problem "
                         "may be stiff or f non-smooth there: loosen rtol/atol or set options['min_step']");
       step.row_h[b] = dir_[b] * h_try;
@@ -184,7 +182,7 @@ class PerSamplePlanner : public Planner {
   // observation (stops: backwards, and forwards with a low-order interpolant).
   double target(int64_t b) const { return at(stops_ ? next_obs_[b] : T_ - 1, b); }
 
-  // Hairer's initial step per row (as the shared planner's, each row on its own RMS):
+  // Hairer's initial step per row (controller.h; each row on its own RMS):
   // f at the start (the system's stage 0) and one more evaluation on the batch.
   void first_steps(System& system) {
     Step probe;
@@ -207,7 +205,7 @@ class PerSamplePlanner : public Planner {
     const at::Tensor scale = plan_.atol + z.abs() * plan_.rtol;
     const std::vector<double> d0 = row_rms(z, scale), d1 = row_rms(f0, scale);
     std::vector<double> h0(B_);
-    for (int64_t b = 0; b < B_; ++b) h0[b] = (d0[b] < 1e-5 || d1[b] < 1e-5) ? 1e-6 : 0.01 * d0[b] / d1[b];
+    for (int64_t b = 0; b < B_; ++b) h0[b] = hairer_trial_step(d0[b], d1[b]);
     std::vector<double> signed_h0(B_), t1(B_);
     for (int64_t b = 0; b < B_; ++b) {
       signed_h0[b] = dir_[b] * h0[b];
@@ -216,11 +214,7 @@ class PerSamplePlanner : public Planner {
     const at::Tensor step = rows_view(column(signed_h0, z.options()).reshape({B_}), z.dim());
     const at::Tensor f1 = f_(column(t1, t_options_), z + f0 * step);
     const std::vector<double> d2 = row_rms(f1 - f0, scale);
-    for (int64_t b = 0; b < B_; ++b) {
-      const double dmax = std::max(d1[b], d2[b] / h0[b]);
-      const double h1 = dmax <= 1e-15 ? std::max(1e-6, h0[b] * 1e-3) : std::pow(0.01 / dmax, 1.0 / plan_.tableau->order);
-      h_[b] = std::min(100 * h0[b], h1);
-    }
+    for (int64_t b = 0; b < B_; ++b) h_[b] = hairer_first_step(h0[b], d1[b], d2[b] / h0[b], plan_.tableau->order);
   }
 
   const StepPlan& plan_;

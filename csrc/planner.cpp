@@ -303,14 +303,9 @@ double scaled_rms(const StepPlan& plan, const at::Tensor& x, const at::Tensor& s
   return state_norm(plan, q);
 }
 
-// Whether a step of h_abs from tau should end at `stop`: when it reaches it, or
-// would leave less than 1% of a step before it (stretching the step by at most 1%
-// beats a sliver step; the error estimate is of the step actually taken).
-bool reaches(double tau, double stop, double h_abs) { return std::abs(stop - tau) <= 1.01 * h_abs; }
-
-// The adaptive planner. Each step: h = clamp(controller's size, min_step, max_step); it
-// ends on the next knot or stop it reaches (see `reaches`); a step of at most min_step is
-// accepted whatever its error (torchdiffeq's rule).
+// The adaptive planner. Each step: the controller's size clamped to [min_step, max_step];
+// it ends on the next knot or stop it reaches (`step_try`, controller.h); a step of at
+// most min_step is accepted whatever its error (torchdiffeq's rule).
 // Where the stages sample f next to a knot (tau_first, tau_last):
 //   landing on a knot, the c = 1 stages sample it at nextafter(knot, start) (f from the
 //   step's own side; torchdiffeq samples every c = 1 stage there);
@@ -349,7 +344,6 @@ class AdaptivePlanner : public Planner {
     if (!open_ended_ && stop_i_ == stops_.size() && dense_i_ == dense_.size()) return std::nullopt;
     check_budget();
     if (std::isnan(h_abs_)) h_abs_ = plan_.first_step > 0 ? plan_.first_step : first_step(system);
-    const double h = std::min(std::max(h_abs_, plan_.min_step), plan_.max_step);
     while (knot_i_ < knots_.size() && direction_ * (knots_[knot_i_].tau - tau_) <= 0) ++knot_i_;
     // The nearer of the next stop and the next knot ends the step if it reaches it.
     double boundary = direction_ * kInf;
@@ -363,12 +357,12 @@ class AdaptivePlanner : public Planner {
       boundary = knots_[knot_i_].tau;
       is_knot = true;
     }
-    const bool hits = reaches(tau_, boundary, h);
-    h_try_ = hits ? std::abs(boundary - tau_) : h;
-    hits_stop_ = hits && is_stop;
-    on_knot_ = hits && is_knot;
-    end_ = hits ? boundary : tau_ + direction_ * h_try_;
-    at_min_ = h <= plan_.min_step || h_try_ <= plan_.min_step;
+    const StepTry step_size = step_try(plan_, h_abs_, tau_, boundary);
+    h_try_ = step_size.size;
+    hits_stop_ = step_size.lands && is_stop;
+    on_knot_ = step_size.lands && is_knot;
+    end_ = step_size.lands ? boundary : tau_ + direction_ * h_try_;
+    at_min_ = step_size.at_min;
     TORCH_CHECK_VALUE(std::isfinite(end_), "no event: event_fn(t, y) kept its initial sign until the time ",
                       "overflowed (last t=", num(tau_), "); check that the event can happen from y0");
     check_underflow();
@@ -455,20 +449,15 @@ class AdaptivePlanner : public Planner {
   }
 
   void check_underflow() const {
-    // Below a few units of the clock's resolution, relative to the time or (near t = 0,
-    // where subnormal steps never round to 0) to the solve's span, a step makes no progress.
-    const double resolution = 4 * std::numeric_limits<double>::epsilon() * std::max(std::abs(tau_), span_);
-    TORCH_CHECK_VALUE(tau_ + direction_ * h_try_ != tau_ && h_try_ > resolution, "step size underflow at ",
+    TORCH_CHECK_VALUE(!below_resolution(tau_, direction_, h_try_, span_), "step size underflow at ",
                       clock_.where(tau_),
                       ": dt=", num(h_try_), " is below the time resolution; the problem may be stiff or "
                       "f non-smooth there: loosen rtol/atol, set options['min_step'] (steps that small "
                       "are then accepted whatever their error) or use a fixed-step method");
   }
 
-  // Hairer's initial step (Hairer, Norsett & Wanner, "Solving ODEs I", II.4), as
-  // torchdiffeq and scipy choose it (exponent 1/(q+1) with q the order of the error
-  // estimate, one less than the method's), on the planner's clock: f at the start (the system's
-  // stage 0) and one more evaluation.
+  // Hairer's initial step (controller.h) on the planner's clock: f at the start (the
+  // system's stage 0) and one more evaluation.
   double first_step(System& system) {
     Step probe;
     probe.tau0 = probe.tau_first = probe.tau_last = tau_;
@@ -485,15 +474,10 @@ class AdaptivePlanner : public Planner {
     const at::Tensor f0 = on_clock(f_state.detach());
     const at::Tensor scale = plan_.atol + z.abs() * plan_.rtol;
     const double d0 = scaled_rms(plan_, z, scale, plan_.atol_has_zero), d1 = scaled_rms(plan_, f0, scale, plan_.atol_has_zero);
-    const double h0 = (d0 < 1e-5 || d1 < 1e-5) ? 1e-6 : 0.01 * d0 / d1;
+    const double h0 = hairer_trial_step(d0, d1);
     const at::Tensor f1 = on_clock(f_(clock_.time(tau_ + direction_ * h0, i), z + f0 * (direction_ * h0)));
     const double d2 = scaled_rms(plan_, f1 - f0, scale, plan_.atol_has_zero) / h0;
-    const double dmax = std::max(d1, d2);
-    // The exponent 1/p for a method of order p: torchdiffeq hands Hairer's formula, whose
-    // exponent is 1/(q + 1), q = p - 1, and so do we, for the same first step.
-    const double h1 = dmax <= 1e-15 ? std::max(1e-6, h0 * 1e-3)
-                                    : std::pow(0.01 / dmax, 1.0 / plan_.tableau->order);
-    return std::min(100 * h0, h1);
+    return hairer_first_step(h0, d1, d2, plan_.tableau->order);
   }
 
   const StepPlan& plan_;
