@@ -25,7 +25,6 @@ LOW_ORDER = ("adaptive_heun", "fehlberg2")
 #: What a user may meet for these (valid and invalid) draws: the message fragments.
 DOCUMENTED = (
     "'step_size' needs 1-D times",
-    "gradients w.r.t. t with an adaptive method need gradient='adjoint'",
 )
 
 

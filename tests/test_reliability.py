@@ -78,7 +78,7 @@ def test_the_same_tensor_twice_in_adjoint_params_counts_once(gradient):
 
 
 @pytest.mark.parametrize("gradient", ["backprop", "adjoint", "checkpoint"])
-@pytest.mark.parametrize("method", ["euler", "midpoint", "rk4_classic"])
+@pytest.mark.parametrize("method", ["euler", "midpoint", "rk4", "rk4_classic"])
 def test_fixed_step_nan_mid_solve_names_the_interval(method, gradient):
     f = lambda t, y: y * torch.nan if t > 0.5 else -y
     y0 = torch.ones(2, dtype=torch.float64, requires_grad=True)
@@ -88,7 +88,7 @@ def test_fixed_step_nan_mid_solve_names_the_interval(method, gradient):
 
 
 @pytest.mark.parametrize("gradient", EXACT_MODES)
-@pytest.mark.parametrize("method", ["rk4_classic", "dopri5"])
+@pytest.mark.parametrize("method", ["euler", "midpoint", "rk4", "rk4_classic", "dopri5"])
 def test_non_finite_gradient_is_an_error(method, gradient):
     """f = sqrt|y| from y = 0 is finite, its derivative is not: the gradient would be inf."""
     y0 = torch.zeros(2, dtype=torch.float64, requires_grad=True)
@@ -218,10 +218,16 @@ def test_adjoint_outputs_changed_in_place_are_refused():
 # ---------------------------------------------------------------- tolerances and options
 
 
-def test_atol_zero_with_a_zero_component_solves():
-    y0 = torch.tensor([[0.0, 1.0]], dtype=torch.float64)
-    ys = neuralode.odeint(lambda t, y: -y, y0, T1, rtol=1e-8, atol=0.0)
+@pytest.mark.parametrize("gradient", ["backprop", "adjoint", "checkpoint"])
+@pytest.mark.parametrize("method", ["dopri5", "tsit5", "bosh3"])
+def test_atol_zero_with_a_zero_component_solves(method, gradient):
+    """A zero component with atol = 0 has a zero error scale (used to be 'step size underflow
+    ... dt=-nan'): z(1) = z0 e^-1 and dL/dz0 = e^-1 for L = sum z(1)."""
+    y0 = torch.tensor([[0.0, 1.0]], dtype=torch.float64, requires_grad=True)
+    ys = neuralode.odeint(lambda t, y: -y, y0, T1, method=method, rtol=1e-8, atol=0.0, gradient=gradient)
     assert ys[-1, 0, 0].item() == 0.0 and abs(ys[-1, 0, 1].item() - math.exp(-1)) < 1e-7
+    (g,) = torch.autograd.grad(ys[-1].sum(), [y0])
+    assert torch.allclose(g, torch.full_like(g, math.exp(-1)), rtol=1e-6, atol=0)
 
 
 @pytest.mark.parametrize("kw,match", [
@@ -265,14 +271,20 @@ class _BatchNormDynamics(nn.Module):
 
 
 @pytest.mark.parametrize("gradient", EXACT_MODES)
-def test_backward_evaluations_leave_batchnorm_statistics_alone(gradient):
+@pytest.mark.parametrize("method", ["rk4_classic", "dopri5"])
+def test_backward_evaluations_leave_batchnorm_statistics_alone(method, gradient):
     """Running statistics move with the forward's evaluations of f (as in any training step),
     not with the backward's: after backward() they are what the forward left."""
     func = _BatchNormDynamics().train()
     y0 = torch.randn(4, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64, requires_grad=True)
-    ys = neuralode.odeint(func, y0, T1, method="rk4_classic", options={"max_step": 0.25}, gradient=gradient)
+    stats = neuralode.SolverStats()
+    options = {"max_step": 0.25} if method == "rk4_classic" else None
+    ys = neuralode.odeint(func, y0, T1, method=method, options=options, gradient=gradient, stats=stats)
     after_forward = {k: v.clone() for k, v in func.bn.state_dict().items()}
-    assert after_forward["num_batches_tracked"].item() == 16  # 4 steps x 4 stages
+    # one update per forward evaluation (rk4_classic: 4 steps x 4 stages)
+    assert after_forward["num_batches_tracked"].item() == stats.nfe_forward
+    if method == "rk4_classic":
+        assert stats.nfe_forward == 16
     ys.pow(2).sum().backward()
     for k, v in func.bn.state_dict().items():
         assert torch.equal(v, after_forward[k]), k
