@@ -107,18 +107,37 @@ def _add_time(in_tensor: Tensor, t: Tensor) -> Tensor:
     return torch.cat((in_tensor, t.expand(bs, 1, w, h)), dim=1)
 
 
+def _norm2d(kind: str, dim: int) -> nn.Module:
+    # GroupNorm's groups as in the paper's code: 32, or one per channel for narrow blocks.
+    return nn.BatchNorm2d(dim) if kind == "batch" else nn.GroupNorm(min(32, dim), dim)
+
+
 class ConvODEF(ODEF):
     """The MNIST ODE block: two 3x3 convolutions with time as an extra channel.
 
-    ``h = BN(relu(conv1([x, t])))``, ``dx/dt = BN(relu(conv2([h, t])))``.
+    ``h = N1(relu(conv1([x, t])))``, ``dx/dt = N2(relu(conv2([h, t])))``, where ``N`` is
+    the normalization ``norm``:
+
+    * ``"batch"`` (default, the tutorial's): ``BatchNorm2d(dim)``. In training mode it
+      normalizes with each evaluation's batch statistics, but its running statistics,
+      used in eval mode, average every evaluation of the solve, i.e. the states at
+      all the solver's stage times; in eval mode that one average serves every t.
+    * ``"group"`` (the paper's ODE-Net): ``GroupNorm(min(32, dim), dim)``: statistics of
+      each sample's own channels, the same in training and eval mode, nothing kept
+      across evaluations.
     """
 
-    def __init__(self, dim: int):
+    NORMS = ("batch", "group")
+
+    def __init__(self, dim: int, norm: str = "batch"):
         super().__init__()
+        if norm not in self.NORMS:
+            raise ValueError(f"norm must be one of {self.NORMS}, got {norm!r}")
+        self.norm = norm
         self.conv1 = _conv3x3(dim + 1, dim)
-        self.norm1 = nn.BatchNorm2d(dim)
+        self.norm1 = _norm2d(norm, dim)
         self.conv2 = _conv3x3(dim + 1, dim)
-        self.norm2 = nn.BatchNorm2d(dim)
+        self.norm2 = _norm2d(norm, dim)
 
     def forward(self, x: Tensor, t: Tensor) -> Tensor:
         xt = _add_time(x, t)

@@ -216,3 +216,38 @@ def test_ode_block_step_of_each_configuration():
     assert solver() == {"method": "rk4_classic", "options": {"max_step": 0.25}}
     assert solver("--quick") == {"method": "rk4_classic", "options": {"max_step": 0.5}}
     assert solver("--max-step", "0.125") == {"method": "rk4_classic", "options": {"max_step": 0.125}}
+
+
+def test_ode_norm_of_each_configuration():
+    """The full configuration normalizes inside the ODE block's f with GroupNorm, --quick keeps
+    the tutorial's BatchNorm (its documented table), --ode-norm wins; the models get it."""
+    def config(*extra):
+        return mnist._config(mnist.build_parser().parse_args(["--data-dir", "unused", *extra]))
+
+    assert config().ode_norm == "group"
+    assert config("--quick").ode_norm == "batch"
+    assert config("--ode-norm", "batch").ode_norm == "batch"
+    for name in ("ode-net", "rk-net"):
+        for norm, kind in (("group", torch.nn.GroupNorm), ("batch", torch.nn.BatchNorm2d)):
+            odef = build_model(name, width=8, ode_norm=norm).block.odef
+            assert isinstance(odef.norm1, kind) and isinstance(odef.norm2, kind)
+
+
+def test_conv_odef_group_norm_is_the_same_at_every_t_in_eval_mode():
+    """Why the full run uses GroupNorm: with BatchNorm, f in eval mode applies running statistics
+    averaged over the solve's stages at every t, so it differs from the f that training saw; with
+    GroupNorm train and eval mode are the same function and nothing is kept across evaluations."""
+    from neuralode.dynamics import ConvODEF
+
+    torch.manual_seed(0)
+    z = torch.randn(16, 8, 6, 6) * 3 + 1
+    for norm, same in (("group", True), ("batch", False)):
+        f = ConvODEF(8, norm)
+        for t in (0.0, 0.5, 1.0):  # a "training solve": evaluations at several t
+            f(z + t, torch.tensor(t))
+        train_out = f(z, torch.tensor(0.5))
+        eval_out = f.eval()(z, torch.tensor(0.5))
+        assert torch.allclose(train_out, eval_out, atol=1e-6) is same, norm
+        assert (len(list(f.buffers())) == 0) is same, norm
+    with pytest.raises(ValueError, match="norm must be one of"):
+        ConvODEF(8, "layer")

@@ -10,7 +10,8 @@ the middle differs:
   the logits.
 
 The ODE block integrates ``dz/dt = f(z, t)`` with ``f = neuralode.dynamics.ConvODEF(w)``
-(two 3x3 convolutions with time as an extra channel) from t = 0 to 1. ODE-Net
+(two 3x3 convolutions with time as an extra channel, each followed by BatchNorm, the
+tutorial's, or GroupNorm, the paper's: ``norm``) from t = 0 to 1. ODE-Net
 differentiates the solve with the continuous adjoint (``gradient="adjoint"``: memory
 constant in the number of steps), RK-Net backpropagates through the solver's operations
 (``gradient="backprop"``: memory grows with the steps); both use the same solver. A
@@ -85,17 +86,20 @@ class ODEBlock(nn.Module):
         gradient: ``"adjoint"`` (ODE-Net) or ``"backprop"`` (RK-Net).
         solver: keyword arguments of ``odeint`` (``method``, ``rtol``, ``atol``,
             ``options``); default :data:`DEFAULT_SOLVER`.
+        norm: the normalization inside f, ``"batch"`` or ``"group"`` (see
+            :class:`~neuralode.dynamics.ConvODEF`).
 
     ``self.stats`` (a :class:`neuralode.SolverStats`) sums the function evaluations of
     every solve: forward when the solve returns, backward (adjoint only) when its
     gradient has been computed.
     """
 
-    def __init__(self, width: int = 64, gradient: str = "adjoint", solver: Optional[dict] = None):
+    def __init__(self, width: int = 64, gradient: str = "adjoint", solver: Optional[dict] = None,
+                 norm: str = "batch"):
         super().__init__()
         if gradient not in ("adjoint", "backprop"):
             raise ValueError(f"gradient must be 'adjoint' (ODE-Net) or 'backprop' (RK-Net), got {gradient!r}")
-        self.odef = ConvODEF(width)
+        self.odef = ConvODEF(width, norm)
         self.gradient = gradient
         self.solver = dict(DEFAULT_SOLVER if solver is None else solver)
         self.stats = neuralode.SolverStats()
@@ -108,10 +112,11 @@ class ODEBlock(nn.Module):
 class ODENet(nn.Module):
     """Down-sampling, :class:`ODEBlock`, head. ``gradient="backprop"`` makes it RK-Net."""
 
-    def __init__(self, width: int = 64, gradient: str = "adjoint", solver: Optional[dict] = None):
+    def __init__(self, width: int = 64, gradient: str = "adjoint", solver: Optional[dict] = None,
+                 norm: str = "batch"):
         super().__init__()
         self.downsampling = downsampling(width)
-        self.block = ODEBlock(width, gradient, solver)
+        self.block = ODEBlock(width, gradient, solver, norm)
         self.head = head(width)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -157,13 +162,15 @@ class MLP(nn.Module):
         return self.net(x)
 
 
-def build_model(name: str, width: int = 64, solver: Optional[dict] = None, hidden: int = 300) -> nn.Module:
+def build_model(name: str, width: int = 64, solver: Optional[dict] = None, hidden: int = 300,
+                ode_norm: str = "batch") -> nn.Module:
     """The model called ``name`` (one of :data:`MODELS`); ``width`` channels for the
-    convolutional ones, ``hidden`` units for the MLP, ``solver`` for the ODE block."""
+    convolutional ones, ``hidden`` units for the MLP, ``solver`` and the normalization
+    inside f ``ode_norm`` for the ODE block."""
     if name == "ode-net":
-        return ODENet(width, "adjoint", solver)
+        return ODENet(width, "adjoint", solver, ode_norm)
     if name == "rk-net":
-        return ODENet(width, "backprop", solver)
+        return ODENet(width, "backprop", solver, ode_norm)
     if name == "resnet":
         return ResNet(width)
     if name == "mlp":
