@@ -353,6 +353,10 @@ def _rk4_step(dyn: _Dynamics, s0: Tensor, h: Tensor, s1: Tensor, y: Tensor, f0: 
 
     k2 = f(s0 + h/3, y + h k1/3), k3 = f(s0 + 2h/3, y + h (k2 - k1/3)),
     k4 = f(s1, y + h (k1 - k2 + k3)) (at s1's inner neighbour when perturbed).
+
+    Written out rather than taken from the engine's ``rk4`` tableau: this is the Adams
+    methods' own step, in torchdiffeq's grouping of the terms, so that their solves round
+    as torchdiffeq's do (the port's tests compare them to 1e-12).
     """
     hy = h.to(y.dtype)
     k1 = f0
