@@ -69,9 +69,9 @@ def _check(method, gradient, layout, dtype, options=None, tol=None, **kwargs):
     z0 = torch.randn(3, 2, generator=g, dtype=torch.float64).to(dtype).requires_grad_(True)
     t = _times(layout, dtype)
     w = torch.randn(3, 3, 2, generator=g, dtype=torch.float64).to(dtype)
-    # dL/dt: every mode for fixed steps and per-sample times; adaptive 1-D: the adjoint.
-    want_t = method in FIXED or layout == "per_sample" or gradient == "adjoint"
-    t = t.clone().requires_grad_(want_t)
+    # dL/dt in every mode and layout (adaptive steps on 1-D times outside the adjoint: from
+    # the ODE at the observations, as their steps carry no graph to t).
+    t = t.clone().requires_grad_(True)
     if method in FIXED:
         order, h = FIXED[method]
         options = {"max_step": h, **(options or {})}
@@ -84,13 +84,13 @@ def _check(method, gradient, layout, dtype, options=None, tol=None, **kwargs):
         if method == "dopri8":  # its dense output is 4th order: land on the observations
             options = {"step_t": t.detach().flatten().tolist(), **(options or {})} if t.dim() == 1 else options
     ys = neuralode.odeint(func, z0, t, method=method, options=options, gradient=gradient, **extra, **kwargs)
-    inputs = [z0, func.A] + ([t] if want_t else [])
+    inputs = [z0, func.A, t]
     got = torch.autograd.grad((ys * w).sum(), inputs)
 
     z0d, A, td = z0.detach().double().requires_grad_(True), func.A.detach().double().requires_grad_(True), \
-        t.detach().double().requires_grad_(want_t)
+        t.detach().double().requires_grad_(True)
     exact_ys = _exact(z0d, A, td)
-    exact = torch.autograd.grad((exact_ys * w.double()).sum(), [z0d, A] + ([td] if want_t else []))
+    exact = torch.autograd.grad((exact_ys * w.double()).sum(), [z0d, A, td])
     assert _rel(ys.detach().double(), exact_ys.detach()) < tol, "outputs"
     for name, a, b in zip(("z0", "A", "t"), got, exact):
         assert _rel(a.double(), b) < tol, name
