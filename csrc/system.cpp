@@ -217,6 +217,8 @@ void AdjointSystem::commit(const Step& step) {
     // with the cotangents -b_j dt a_j of the accepted rows (a rejected row's are zeroed).
     const at::Tensor weight =
         step.accept_rows.defined() ? rows_view(step.accept_rows.to(a_.scalar_type()), a_.dim()) : at::Tensor();
+    // The mask in dL/dt's dtype, formed once for all stages.
+    at::Tensor t_weight;
     std::vector<at::Tensor> outs, ws;
     for (size_t j = 0; j < side_.size(); ++j) {
       if (b[j] == 0.0) continue;
@@ -227,8 +229,10 @@ void AdjointSystem::commit(const Step& step) {
       }
       if (need_t_ && side_[j].wt.defined()) {
         const at::Tensor& wt = side_[j].wt;
-        accumulate(a_t_, weight.defined() ? wt * rows_view(step.accept_rows.to(wt.scalar_type()), wt.dim()) : wt,
-                   alpha);
+        if (weight.defined() && !t_weight.defined()) {
+          t_weight = rows_view(step.accept_rows.to(wt.scalar_type()), wt.dim());
+        }
+        accumulate(a_t_, weight.defined() ? wt * t_weight : wt, alpha);
       }
     }
     const std::vector<at::Tensor> wp = f_.params_vjp(outs, ws);
