@@ -171,19 +171,24 @@ def test_adjoint_lands_on_every_step_t_knot(norm):
     assert kink_ratio < (1.15 if norm == "seminorm" else 1.3) * smooth_ratio, (kink_ratio, smooth_ratio)
 
 
+@pytest.mark.parametrize("knots", ["jump_t", "step_t"])
 @pytest.mark.parametrize("gradient", ["adjoint", "checkpoint"])
-def test_adjoint_with_knots_matches_closed_form(gradient):
-    """dz/dt = g(t) z W^T with g = 1, 3, 0.5 on [0, 1), [1, 2), [2, 3]: z(3) = z0 expm(G W)^T,
-    G = int g = 4.5; the gradients w.r.t. z0 and W from autograd through matrix_exp."""
+def test_adjoint_with_knots_matches_closed_form(gradient, knots):
+    """dz/dt = g(t) z W^T on [0, 3]: z(3) = z0 expm(G W)^T with G = int g = 4.5, the
+    gradients w.r.t. z0 and W from autograd through matrix_exp. jump_t: g = 1, 3, 0.5 on
+    [0, 1), [1, 2), [2, 3] (f jumps); step_t: g = 1 + relu(t - 1) / 2 + relu(t - 2) (f bends)."""
     jumps = [1.0, 2.0]
     W0 = torch.tensor([[-0.2, -1.0], [1.0, -0.3]], dtype=torch.float64)
     W = nn.Parameter(W0.clone())
-    g = lambda t: torch.where(t < 1.0, 1.0, torch.where(t < 2.0, 3.0, 0.5)).to(torch.float64)
+    if knots == "jump_t":
+        g = lambda t: torch.where(t < 1.0, 1.0, torch.where(t < 2.0, 3.0, 0.5)).to(torch.float64)
+    else:
+        g = lambda t: (1.0 + 0.5 * torch.relu(t - 1.0) + torch.relu(t - 2.0)).to(torch.float64)
     f = lambda t, z: g(t) * (z @ W.T)
     z0 = torch.tensor([[0.6, -0.4], [0.1, 0.9]], dtype=torch.float64, requires_grad=True)
     t = torch.tensor([0.0, 3.0], dtype=torch.float64)
     w = torch.tensor([[1.0, -2.0], [0.5, 0.3]], dtype=torch.float64)
-    ys = neuralode.odeint(f, z0, t, rtol=1e-10, atol=1e-10, options={"jump_t": jumps},
+    ys = neuralode.odeint(f, z0, t, rtol=1e-10, atol=1e-10, options={knots: jumps},
                           gradient=gradient, adjoint_params=(W,))
     got = torch.autograd.grad((ys[-1] * w).sum(), [z0, W])
     Wc = W0.clone().requires_grad_(True)
